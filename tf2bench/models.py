@@ -1,0 +1,106 @@
+"""Build a workload's model for one API with seeded weights; count parameters and FLOPs."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from tf2bench.errors import BadInputError
+from tf2bench.workloads import Workload
+
+
+def build(workload: Workload, api: str, seed: int) -> Any:
+    """A fresh model whose initial weights depend only on ``(workload, seed)``.
+
+    The seed is set right before the builder runs, so every variant of one case
+    starts from the same weights; ``weights_fingerprint`` lets results prove it.
+    """
+    import keras
+
+    if api not in workload.models:
+        from tf2bench.errors import UnknownNameError
+
+        raise UnknownNameError(f"api of workload {workload.name!r}", api, workload.models)
+    keras.utils.set_random_seed(seed)
+    model = workload.models[api]()
+    if not isinstance(model, keras.Model):
+        raise BadInputError(
+            f"workload {workload.name!r}: model builder for {api!r} returned "
+            f"{type(model).__name__}, not a keras.Model"
+        )
+    if getattr(model, "compiled", False) or getattr(model, "optimizer", None) is not None:
+        raise BadInputError(
+            f"workload {workload.name!r}: model builder for {api!r} returned a compiled model; "
+            "return it uncompiled (tf2bench compiles it for the fit variants)"
+        )
+    if not model.built or not model.weights:
+        import numpy as np
+
+        model(np.zeros((1, *workload.input_shape), dtype="float32"))  # creates the weights
+    return model
+
+
+def param_count(model: Any) -> int:
+    return int(sum(int(w.shape.num_elements()) for w in model.weights))
+
+
+def weights_fingerprint(model: Any) -> str:
+    """Short hash of all weights, in order: equal fingerprints mean identical weights."""
+    digest = hashlib.sha256()
+    for w in model.weights:
+        digest.update(w.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Flops:
+    """FLOPs per sample (multiply and add counted as 2) of the Conv2D and Dense layers.
+
+    ``train`` = forward + backward: the backward pass costs one forward for the weight
+    gradients and one for the input gradients, except the first layer, whose input
+    gradient is never computed. Bias adds, activations and pooling are left out (< 1%).
+    """
+
+    forward: int
+    train: int
+
+
+def count_flops(model: Any) -> Flops:
+    """FLOPs per sample from the layer shapes of a Sequential or Functional model."""
+    import keras
+
+    total = 0
+    first: int | None = None
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Conv2D):
+            out = layer.output.shape  # (None, H, W, C_out)
+            k_h, k_w = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            macs = out[1] * out[2] * out[3] * k_h * k_w * c_in // layer.groups
+        elif isinstance(layer, keras.layers.Dense):
+            macs = int(layer.input.shape[-1]) * layer.units
+        else:
+            continue
+        flops = 2 * int(macs)
+        total += flops
+        if first is None:
+            first = flops
+    if first is None:
+        raise BadInputError(f"model {model.name!r} has no Conv2D or Dense layer to count FLOPs from")
+    return Flops(forward=total, train=3 * total - first)
+
+
+def flops_per_sample(workload: Workload) -> Flops:
+    """Counted on the first API whose layers have symbolic shapes (Sequential/Functional)."""
+    errors = []
+    for api, builder in workload.models.items():
+        model = builder()
+        try:
+            return count_flops(model)
+        except (AttributeError, ValueError) as exc:  # subclassed: no layer.output
+            errors.append(f"{api}: {exc}")
+    raise BadInputError(
+        f"workload {workload.name!r}: cannot count FLOPs from layer shapes ({'; '.join(errors)}); "
+        "declare them on the workload"
+    )

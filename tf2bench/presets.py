@@ -1,0 +1,71 @@
+"""Presets: how much data and how many steps a suite run uses (pyperf's --fast/--rigorous)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tf2bench.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults a suite run starts from; command-line options override single fields."""
+
+    name: str
+    description: str
+    steps: dict[str, int] = field(default_factory=dict)  # steps per timed window, per workload
+    rounds: int = 3
+    warmup_steps: int = 1
+    epochs: int | None = None  # whole-epoch windows instead of step windows
+    train_size: dict[str, int | None] = field(default_factory=dict)  # None: all available
+    test_size: dict[str, int | None] = field(default_factory=dict)
+    default_steps: int = 20
+
+    def steps_for(self, workload: str) -> int:
+        return self.steps.get(workload, self.default_steps)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "quick",
+            "the default: all 30 cases in a few minutes on 2 CPU cores; data subsets, 3 windows",
+            steps={"mnist": 20, "cifar100": 50},
+            rounds=3,
+            train_size={"mnist": 4000, "cifar100": 5000},
+            test_size={"mnist": 1000, "cifar100": 1000},
+        ),
+        Preset(
+            "smoke",
+            "a handful of steps on tiny subsets: checks that everything runs, measures nothing",
+            steps={},
+            default_steps=2,
+            rounds=2,
+            train_size={"mnist": 256, "cifar100": 256},
+            test_size={"mnist": 128, "cifar100": 128},
+        ),
+        Preset(
+            "rigorous",
+            "longer windows and more rounds for figures worth quoting (tens of minutes on a CPU)",
+            steps={"mnist": 50, "cifar100": 150},
+            rounds=7,
+            warmup_steps=3,
+            train_size={"mnist": 4000, "cifar100": 10000},
+            test_size={"mnist": 1000, "cifar100": 2000},
+        ),
+        Preset(
+            "tutorial",
+            "the tutorial's setting: full datasets, 5 epochs, batch 32 (reproduces its accuracy table)",
+            rounds=5,
+            epochs=5,
+        ),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UnknownNameError("preset", name, PRESETS) from None

@@ -1,0 +1,142 @@
+"""One benchmark: build, warm up, timed windows, evaluate, and the result record.
+
+The runner owns everything around the loop (Orbit's split): the variant only
+trains steps. Evaluation and fingerprints happen outside the timed windows.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from tf2bench import envinfo, models
+from tf2bench.data import Dataset
+from tf2bench.errors import DivergedError
+from tf2bench.timing import window_stats
+from tf2bench.variants import BatchPlan, RunConfig, TrainContext, WindowResult, get_variant
+from tf2bench.workloads import Workload
+
+EVAL_BATCH = 500
+
+
+def evaluate(model: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Test accuracy and mean loss, in inference mode, batch by batch."""
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(x), EVAL_BATCH):
+        probs = model(x[i : i + EVAL_BATCH], training=False)
+        yb = y[i : i + EVAL_BATCH]
+        loss_sum += float(loss_fn(yb, probs)) * len(yb)
+        correct += int(np.sum(np.argmax(np.asarray(probs), axis=-1) == yb))
+    return correct / len(x), loss_sum / len(x)
+
+
+class BenchmarkRun:
+    """Trains one (workload, api, variant) case; call warmup(), window() × rounds, result()."""
+
+    def __init__(self, workload: Workload, api: str, variant: str, dataset: Dataset, config: RunConfig) -> None:
+        import keras
+
+        self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
+        variant_cls = get_variant(variant)  # unknown names fail before any work
+        self.model = models.build(workload, api, config.seed)
+        self.init_fingerprint = models.weights_fingerprint(self.model)
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
+        optimizer = keras.optimizers.Adam(learning_rate=workload.learning_rate)
+        optimizer.build(self.model.trainable_variables)
+        self.plan = BatchPlan(len(dataset.x_train), config.batch_size, config.seed)
+        self.steps_per_window = self.plan.steps_per_epoch if config.epochs else config.steps
+        self.rounds = config.epochs or config.rounds
+        ctx = TrainContext(
+            model=self.model,
+            optimizer=optimizer,
+            loss_fn=self.loss_fn,
+            x=dataset.x_train,
+            y=dataset.y_train,
+            plan=self.plan,
+            config=config,
+            total_steps=config.warmup_steps + self.rounds * self.steps_per_window,
+        )
+        self.variant = variant_cls(ctx)
+        t0 = time.perf_counter()
+        self.variant.setup()
+        self.setup_build_s = time.perf_counter() - t0
+        self.position = 0
+        self.first: WindowResult | None = None
+        self.windows: list[WindowResult] = []
+        envinfo.reset_peak_memory()
+
+    def _run(self, steps: int) -> WindowResult:
+        start = self.position
+        result = self.variant.run(start, steps)
+        self.position += steps
+        if not math.isfinite(result.loss):
+            raise DivergedError(
+                f"{self.variant.name}: loss became {result.loss} within steps {start}..{start + steps - 1}"
+            )
+        return result
+
+    def warmup(self) -> float:
+        """The first steps, tracing/compilation included; their time is ``first_step_s``."""
+        self.first = self._run(self.config.warmup_steps)
+        return self.first.seconds
+
+    def window(self) -> float:
+        """One timed steady-state window; returns its seconds."""
+        result = self._run(self.steps_per_window)
+        self.windows.append(result)
+        return result.seconds
+
+    def result(self) -> dict[str, Any]:
+        """The record saved in benchmark.extra_info (names are stable: report/compare read them)."""
+        if self.first is None or not self.windows:
+            raise RuntimeError("result() before warmup() and at least one window()")
+        n = self.steps_per_window
+        samples = self.variant.samples_per_step
+        stats = window_stats([w.seconds for w in self.windows], [n] * len(self.windows), samples)
+        acc, loss = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
+        flops = models.flops_per_sample(self.workload)
+        setups = [w.setup_s for w in self.windows]
+        return {
+            "workload": self.workload.name,
+            "api": self.api,
+            "variant": self.variant.name,
+            "variant_description": self.variant.description,
+            "dataset": dict(self.dataset.provenance),
+            "batch_size": self.config.batch_size,
+            "samples_per_step": samples,
+            "steps": n,
+            "rounds": len(self.windows),
+            "warmup_steps": self.config.warmup_steps,
+            "steps_total": self.position,
+            "epochs": round(self.position / self.plan.steps_per_epoch, 4),
+            "seed": self.config.seed,
+            "jit_compile": self.config.jit_compile,
+            "samples_per_sec": stats.samples_per_sec,
+            "samples_per_sec_min": stats.samples_per_sec_min,
+            "samples_per_sec_max": stats.samples_per_sec_max,
+            "cv": stats.cv,
+            "noisy": stats.noisy,
+            "step_time_ms": stats.step_time_ms_median,
+            "step_time_ms_p90": stats.step_time_ms_p90,
+            "window_s": [w.seconds for w in self.windows],
+            "first_step_s": self.first.seconds,
+            "setup_s": statistics.median(setups),
+            "build_s": self.setup_build_s,
+            "epoch_s": stats.window_s_median if self.config.epochs else None,
+            "traces": self.variant.trace_count(),
+            "train_loss": self.windows[-1].loss,
+            "test_accuracy": acc,
+            "test_loss": loss,
+            "params": models.param_count(self.model),
+            "flops_per_sample": flops.train,
+            "flops_per_sample_forward": flops.forward,
+            "init_fingerprint": self.init_fingerprint,
+            "final_fingerprint": models.weights_fingerprint(self.model),
+            "device": envinfo.device(),
+            "peak_memory_bytes": envinfo.peak_memory_bytes(),
+            **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
+        }

@@ -1,0 +1,153 @@
+"""Suite options (from pytest flags or environment variables) and the list of cases.
+
+Validation happens here, once, before any TensorFlow work: a bad name or number
+fails the whole run at once with a message naming the valid choices.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from tf2bench.data import SOURCES
+from tf2bench.errors import BadInputError, check_positive_int
+from tf2bench.presets import Preset, get_preset
+from tf2bench.registry import parse_names
+from tf2bench.variants import VARIANTS, RunConfig
+from tf2bench.workloads import WORKLOADS, get_workload
+
+# option name -> (environment variable, help)
+OPTIONS: dict[str, tuple[str, str]] = {
+    "workload": ("TF2BENCH_WORKLOAD", "workloads, comma-separated (default: all)"),
+    "api": ("TF2BENCH_API", "model APIs: sequential, functional, subclassing (default: all)"),
+    "variant": ("TF2BENCH_VARIANT", "training loops, comma-separated (default: all)"),
+    "dataset": ("TF2BENCH_DATASET", f"data source: {', '.join(SOURCES)} (default: auto)"),
+    "preset": ("TF2BENCH_PRESET", "quick (default), smoke, rigorous, tutorial"),
+    "epochs": ("TF2BENCH_EPOCHS", "time whole epochs, this many (overrides --steps/--rounds)"),
+    "steps": ("TF2BENCH_STEPS", "steps per timed window (default: from the preset)"),
+    "rounds": ("TF2BENCH_ROUNDS", "timed windows per benchmark (default: from the preset)"),
+    "batch_size": ("TF2BENCH_BATCH_SIZE", "batch size (default: the workload's, 32)"),
+    "seed": ("TF2BENCH_SEED", "first seed (default 0)"),
+    "seeds": ("TF2BENCH_SEEDS", "number of seeds per case, seed, seed+1, ... (default 1)"),
+    "repeat": ("TF2BENCH_REPEAT", "run the whole selection N times in turn, A B C A B C (default 1)"),
+    "train_size": ("TF2BENCH_TRAIN_SIZE", "training samples to use (default: from the preset)"),
+    "test_size": ("TF2BENCH_TEST_SIZE", "test samples to evaluate (default: from the preset)"),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark: what pytest parametrizes over."""
+
+    repeat: int
+    seed: int
+    workload: str
+    api: str
+    variant: str
+
+    @property
+    def id(self) -> str:
+        return f"r{self.repeat}-s{self.seed}-{self.workload}-{self.api}-{self.variant}"
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    workloads: tuple[str, ...]
+    apis: tuple[str, ...]
+    variants: tuple[str, ...]
+    dataset: str
+    preset: Preset
+    steps: int | None
+    rounds: int | None
+    epochs: int | None
+    batch_size: int | None
+    seed: int
+    seeds: int
+    repeat: int
+    train_size: int | None
+    test_size: int | None
+
+    def cases(self) -> list[Case]:
+        """Repeat-major order, so every variant sees the same machine drift."""
+        out = []
+        for r in range(self.repeat):
+            for s in range(self.seed, self.seed + self.seeds):
+                for w in self.workloads:
+                    apis = [a for a in self.apis if a in get_workload(w).models]
+                    for a in apis:
+                        for v in self.variants:
+                            out.append(Case(r, s, w, a, v))
+        return out
+
+    def run_config(self, workload: str, seed: int) -> RunConfig:
+        wl = get_workload(workload)
+        epochs = self.epochs if self.epochs is not None else self.preset.epochs
+        return RunConfig(
+            batch_size=self.batch_size or wl.batch_size,
+            steps=self.steps or self.preset.steps_for(workload),
+            rounds=epochs or self.rounds or self.preset.rounds,
+            warmup_steps=self.preset.warmup_steps,
+            seed=seed,
+            epochs=epochs,
+        )
+
+    def sizes(self, workload: str) -> tuple[int | None, int | None]:
+        train = self.train_size or self.preset.train_size.get(workload)
+        test = self.test_size or self.preset.test_size.get(workload)
+        return train, test
+
+
+def _optional_int(name: str, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    return check_positive_int(f"--{name.replace('_', '-')}", value)
+
+
+def parse_options(raw: dict[str, Any]) -> SuiteOptions:
+    """Build options from ``raw`` (flag values; None = not given), falling back to env vars."""
+
+    def get(name: str) -> Any:
+        value = raw.get(name)
+        if value is None:
+            value = os.environ.get(OPTIONS[name][0]) or None
+        return value
+
+    workloads = parse_names("workload", get("workload") or "all", WORKLOADS.names())
+    all_apis = list(dict.fromkeys(a for w in workloads for a in get_workload(w).apis))
+    apis = parse_names("api", get("api") or "all", all_apis)
+    variants = parse_names("variant", get("variant") or "all", VARIANTS.names())
+    dataset = get("dataset") or "auto"
+    if dataset not in SOURCES:
+        raise BadInputError(f"unknown dataset {dataset!r}; valid: {', '.join(SOURCES)}")
+    seed_raw = get("seed")
+    if seed_raw is None:
+        seed = 0
+    else:
+        try:
+            seed = int(str(seed_raw))
+        except ValueError:
+            seed = -1
+        if seed < 0:
+            raise BadInputError(f"--seed must be a non-negative integer, got {seed_raw!r}")
+    opts = SuiteOptions(
+        workloads=tuple(workloads),
+        apis=tuple(apis),
+        variants=tuple(variants),
+        dataset=dataset,
+        preset=get_preset(get("preset") or "quick"),
+        steps=_optional_int("steps", get("steps")),
+        rounds=_optional_int("rounds", get("rounds")),
+        epochs=_optional_int("epochs", get("epochs")),
+        batch_size=_optional_int("batch_size", get("batch_size")),
+        seed=seed,
+        seeds=_optional_int("seeds", get("seeds")) or 1,
+        repeat=_optional_int("repeat", get("repeat")) or 1,
+        train_size=_optional_int("train_size", get("train_size")),
+        test_size=_optional_int("test_size", get("test_size")),
+    )
+    if not opts.cases():
+        raise BadInputError(
+            f"the selection runs nothing: workloads {list(workloads)} have no api among {list(apis)}"
+        )
+    return opts

@@ -1,0 +1,123 @@
+"""Clocks, device sync and the statistics of timed windows.
+
+A *window* is a run of training steps timed as one block: its clock starts before
+the first step and stops after a device sync, so asynchronous device work is paid
+inside the window that queued it. No per-step sync happens inside a window.
+
+pytest-benchmark times whatever its timer says; the suite sets its timer to
+:func:`bench_clock`, a virtual clock that only advances by the seconds each window
+measured (pyperf's model: the benchmark times itself). That keeps fixed per-call
+costs, such as ``fit``'s data-adapter set-up, out of the recorded rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+
+NOISY_CV = 0.05  # a figure whose rounds vary more than this is flagged
+
+
+class VirtualClock:
+    """A clock advanced explicitly by measured durations."""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        if not seconds >= 0:  # also rejects NaN
+            raise ValueError(f"cannot advance a clock by {seconds!r} s")
+        self._now += seconds
+
+
+BENCH_CLOCK = VirtualClock()
+
+
+def bench_clock() -> float:
+    """pytest-benchmark's timer for the suite (``--benchmark-timer=tf2bench.timing.bench_clock``)."""
+    return BENCH_CLOCK()
+
+
+def sync_devices() -> None:
+    """Wait for all queued device work; call eagerly, outside any tf.function."""
+    import tensorflow as tf
+
+    tf.test.experimental.sync_devices()
+
+
+@dataclass
+class Stopwatch:
+    """Times one window: ``start()``, work, ``stop()`` (which syncs first)."""
+
+    clock: Clock = time.perf_counter
+    sync: Callable[[], None] | None = sync_devices
+    _t0: float | None = None
+
+    def start(self) -> None:
+        self._t0 = self.clock()
+
+    def stop(self) -> float:
+        if self._t0 is None:
+            raise RuntimeError("Stopwatch.stop() before start()")
+        if self.sync is not None:
+            self.sync()
+        elapsed = self.clock() - self._t0
+        self._t0 = None
+        return elapsed
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), q in [0, 100]."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Steady-state figures from the timed windows of one benchmark."""
+
+    samples_per_sec: float  # median over windows of (samples in window / window time)
+    samples_per_sec_min: float
+    samples_per_sec_max: float
+    step_time_ms_median: float  # window time / steps, median over windows
+    step_time_ms_p90: float
+    window_s_median: float
+    cv: float  # stddev / mean of the per-window step times (0 with one window)
+    windows: int
+
+    @property
+    def noisy(self) -> bool:
+        return self.cv > NOISY_CV
+
+
+def window_stats(window_seconds: Sequence[float], steps_per_window: Sequence[int], samples_per_step: int) -> WindowStats:
+    """Statistics of windows that may differ in length (e.g. a short last epoch)."""
+    if not window_seconds or len(window_seconds) != len(steps_per_window):
+        raise ValueError("need one step count per window, and at least one window")
+    if any(not s > 0 for s in window_seconds) or any(n <= 0 for n in steps_per_window):
+        raise ValueError(f"window times and step counts must be positive: {window_seconds}, {steps_per_window}")
+    step_ms = [1000.0 * s / n for s, n in zip(window_seconds, steps_per_window, strict=True)]
+    throughput = [n * samples_per_step / s for s, n in zip(window_seconds, steps_per_window, strict=True)]
+    cv = statistics.stdev(step_ms) / statistics.fmean(step_ms) if len(step_ms) > 1 else 0.0
+    return WindowStats(
+        samples_per_sec=statistics.median(throughput),
+        samples_per_sec_min=min(throughput),
+        samples_per_sec_max=max(throughput),
+        step_time_ms_median=statistics.median(step_ms),
+        step_time_ms_p90=percentile(step_ms, 90),
+        window_s_median=statistics.median(window_seconds),
+        cv=cv,
+        windows=len(window_seconds),
+    )

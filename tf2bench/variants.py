@@ -1,0 +1,295 @@
+"""The training loops, one registry, one train step.
+
+Every loop trains the same model (same seeded weights) with the same optimizer
+settings on the same batches in the same order (``BatchPlan``); only the way the
+loop is written differs. A loop implements ``setup`` (untimed: compile, build
+pipelines) and ``run(start, steps)``, which trains global steps
+``[start, start + steps)`` and returns the seconds it measured, ended by a device sync.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tf2bench.errors import BadInputError
+from tf2bench.registry import Registry
+from tf2bench.timing import Stopwatch, sync_devices
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How long and how to train one benchmark; validated on creation."""
+
+    batch_size: int = 32
+    steps: int = 20  # steps per timed window (round)
+    rounds: int = 3  # timed windows
+    warmup_steps: int = 1  # untimed for throughput; their time is first_step_s
+    seed: int = 0
+    epochs: int | None = None  # if set, each window is one epoch and rounds = epochs
+    jit_compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "rounds", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise BadInputError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise BadInputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs <= 0):
+            raise BadInputError(f"epochs must be a positive integer, got {self.epochs!r}")
+
+
+class BatchPlan:
+    """The batch order every variant follows: a seeded permutation per epoch, no remainder."""
+
+    def __init__(self, n_samples: int, batch_size: int, seed: int) -> None:
+        if n_samples < batch_size:
+            raise BadInputError(f"{n_samples} training samples cannot fill one batch of {batch_size}")
+        self.n, self.batch_size, self.seed = n_samples, batch_size, seed
+        self.steps_per_epoch = n_samples // batch_size
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._perms[epoch]
+
+    def indices(self, start: int, steps: int) -> np.ndarray:
+        """Sample indices of global steps ``[start, start+steps)``, shape (steps, batch)."""
+        rows = []
+        for k in range(start, start + steps):
+            epoch, j = divmod(k, self.steps_per_epoch)
+            rows.append(self._perm(epoch)[j * self.batch_size : (j + 1) * self.batch_size])
+        return np.stack(rows)
+
+
+def train_step(model: Any, optimizer: Any, loss_fn: Any, x: Any, y: Any) -> Any:
+    """The one train step every custom loop runs (eagerly or compiled)."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        predictions = model(x, training=True)
+        loss = loss_fn(y, predictions)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply(grads, model.trainable_variables)
+    return loss
+
+
+def compile_step(model: Any, optimizer: Any, loss_fn: Any, *, jit_compile: bool) -> Any:
+    """A new tf.function around ``train_step`` for this model and optimizer (never shared)."""
+    import tensorflow as tf
+
+    def step(x, y):
+        return train_step(model, optimizer, loss_fn, x, y)
+
+    return tf.function(step, jit_compile=jit_compile)
+
+
+@dataclass
+class TrainContext:
+    """What a loop trains: built by the runner, identical for every variant of a case."""
+
+    model: Any
+    optimizer: Any
+    loss_fn: Any
+    x: np.ndarray
+    y: np.ndarray
+    plan: BatchPlan
+    config: RunConfig
+    total_steps: int  # warm-up + all windows: pipelines are sized for it
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    seconds: float  # steady-state time of the window, device work included
+    loss: float  # the loss reported at the window's end
+    setup_s: float = 0.0  # fixed per-call cost outside the window (fit's data adapter)
+
+
+class Variant(ABC):
+    """A way of writing the training loop."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(self, ctx: TrainContext) -> None:
+        self.ctx = ctx
+        self.stopwatch = Stopwatch()
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.ctx.config.batch_size
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Untimed preparation (compile, build pipelines)."""
+
+    @abstractmethod
+    def run(self, start: int, steps: int) -> WindowResult: ...
+
+    def trace_count(self) -> int | None:
+        """How often the compiled step was traced (None: not a tf.function loop)."""
+        return None
+
+    def _window_arrays(self, start: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.ctx.plan.indices(start, steps).reshape(-1)
+        return self.ctx.x[idx], self.ctx.y[idx]
+
+
+VARIANTS: Registry[type[Variant]] = Registry("variant")
+
+
+def register_variant(cls: type[Variant]) -> type[Variant]:
+    VARIANTS.register(cls.name, cls)
+    return cls
+
+
+def _finite_loss(loss: Any) -> float:
+    return float(np.asarray(loss))
+
+
+@register_variant
+class Fit(Variant):
+    name = "fit"
+    description = "model.compile + model.fit on the window's arrays (shuffle=False), jit_compile explicit"
+
+    def setup(self) -> None:
+        c = self.ctx
+        c.model.compile(optimizer=c.optimizer, loss=c.loss_fn, jit_compile=c.config.jit_compile)
+
+    def run(self, start: int, steps: int) -> WindowResult:
+        import keras
+
+        x, y = self._window_arrays(start, steps)
+        stopwatch, seconds = self.stopwatch, []
+
+        class EpochTimer(keras.callbacks.Callback):
+            # Epoch-level hooks only: a per-batch hook would force a host sync per step.
+            def on_epoch_begin(self, epoch, logs=None):
+                stopwatch.start()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds.append(stopwatch.stop())
+
+        t0 = time.perf_counter()
+        history = self.ctx.model.fit(
+            x, y, batch_size=self.ctx.config.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[EpochTimer()]
+        )
+        call_s = time.perf_counter() - t0
+        return WindowResult(seconds[0], float(history.history["loss"][-1]), setup_s=call_s - seconds[0])
+
+
+@register_variant
+class Eager(Variant):
+    name = "eager"
+    description = "the tutorial's eager loop, fixed: Python walks every sample, numpy builds each batch"
+
+    def run(self, start: int, steps: int) -> WindowResult:
+        c = self.ctx
+        idx = c.plan.indices(start, steps)
+        loss = None
+        self.stopwatch.start()
+        for rows in idx:
+            xs, ys = [], []
+            for j in rows:  # one sample at a time, as the tutorial walks them
+                xs.append(c.x[j])
+                ys.append(c.y[j])
+            loss = train_step(c.model, c.optimizer, c.loss_fn, np.stack(xs), np.array(ys))
+        seconds = self.stopwatch.stop()
+        return WindowResult(seconds, _finite_loss(loss))
+
+
+@register_variant
+class Tutorial(Variant):
+    name = "tutorial"
+    description = "the tutorial's eager loop verbatim, defect included: one sample per step, every 32nd sample"
+
+    @property
+    def samples_per_step(self) -> int:
+        return 1  # the defect: the step sees only the first sample of each would-be batch
+
+    def run(self, start: int, steps: int) -> WindowResult:
+        c = self.ctx
+        order = c.plan.indices(start, steps).reshape(-1)
+        loss = None
+        self.stopwatch.start()
+        for i, j in enumerate(order):
+            if i % c.config.batch_size == 0:
+                loss = train_step(c.model, c.optimizer, c.loss_fn, c.x[j : j + 1], c.y[j : j + 1])
+        seconds = self.stopwatch.stop()
+        return WindowResult(seconds, _finite_loss(loss))
+
+
+class _CompiledStep(Variant):
+    def setup(self) -> None:
+        c = self.ctx
+        self.step = compile_step(c.model, c.optimizer, c.loss_fn, jit_compile=c.config.jit_compile)
+
+    def trace_count(self) -> int | None:
+        return int(self.step.experimental_get_tracing_count())
+
+
+@register_variant
+class TfFunction(_CompiledStep):
+    name = "tf_function"
+    description = "the same step compiled with tf.function, fed batch slices of the window's arrays"
+
+    def run(self, start: int, steps: int) -> WindowResult:
+        x, y = self._window_arrays(start, steps)
+        b = self.ctx.config.batch_size
+        loss = None
+        self.stopwatch.start()
+        for i in range(0, steps * b, b):
+            loss = self.step(x[i : i + b], y[i : i + b])
+        seconds = self.stopwatch.stop()
+        return WindowResult(seconds, _finite_loss(loss))
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_indices: np.ndarray) -> Any:
+    """tf.data pipeline yielding the planned batches: index batches gathered from the arrays."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    index = tf.data.Dataset.from_tensor_slices(batch_indices)
+    ds = tf.data.Dataset.zip((index, data)).map(
+        lambda i, d: (tf.gather(d[0], i), tf.gather(d[1], i)), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+@register_variant
+class TfData(_CompiledStep):
+    name = "tf_data"
+    description = "a tf.data pipeline (index gather, prefetch AUTOTUNE) in the planned order feeding the compiled step"
+
+    def setup(self) -> None:
+        super().setup()
+        c = self.ctx
+        self.dataset = make_dataset(c.x, c.y, c.plan.indices(0, c.total_steps))
+        self.iterator = iter(self.dataset)
+        self.position = 0
+
+    def run(self, start: int, steps: int) -> WindowResult:
+        if start != self.position:
+            raise RuntimeError(f"tf_data runs its steps in order: expected step {self.position}, got {start}")
+        it, loss = self.iterator, None
+        self.stopwatch.start()
+        for _ in range(steps):
+            x, y = next(it)
+            loss = self.step(x, y)
+        seconds = self.stopwatch.stop()
+        self.position += steps
+        return WindowResult(seconds, _finite_loss(loss))
+
+
+def get_variant(name: str) -> type[Variant]:
+    return VARIANTS.get(name)
+
+
+VariantFactory = Callable[[TrainContext], Variant]
+__all__ = ["VARIANTS", "BatchPlan", "RunConfig", "TrainContext", "Variant", "WindowResult", "get_variant", "sync_devices"]
