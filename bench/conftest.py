@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tf2bench.errors import Tf2benchError
-from tf2bench.suite import OPTIONS, SuiteOptions, parse_options
+from tf2bench.suite import FLAGS, OPTIONS, SuiteOptions, parse_options
 from tf2bench.timing import NOISY_CV
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -23,7 +23,10 @@ DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tf2bench", "tf2bench suite (each also settable by its environment variable)")
     for name, (env, help_text) in OPTIONS.items():
-        group.addoption(f"--{name.replace('_', '-')}", dest=f"tf2bench_{name}", default=None, help=f"{help_text} [{env}]")
+        flag = {"action": "store_true"} if name in FLAGS else {}
+        group.addoption(
+            f"--{name.replace('_', '-')}", dest=f"tf2bench_{name}", default=None, help=f"{help_text} [{env}]", **flag
+        )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -51,6 +54,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def suite(pytestconfig: pytest.Config) -> SuiteOptions:
     return pytestconfig._tf2bench
+
+
+@pytest.fixture(scope="session")
+def trace_run_dir(suite: SuiteOptions, pytestconfig: pytest.Config) -> Path | None:
+    """This session's trace directory (<trace-dir>/<run-id>), or None without --profile."""
+    if not suite.profile:
+        return None
+    from tf2bench.profiling import new_run_dir
+
+    root = Path(suite.trace_dir) if suite.trace_dir else RESULTS / "traces"
+    pytestconfig._tf2bench_trace_dir = new_run_dir(root)
+    return pytestconfig._tf2bench_trace_dir
 
 
 @pytest.fixture(scope="session")
@@ -98,12 +113,19 @@ def _say(line: str) -> None:
 def report_progress(pytestconfig: pytest.Config):
     def report(info: dict) -> None:
         pytestconfig._tf2bench_results.append(info)
-        noisy = "  NOISY" if info["cv"] > NOISY_CV else ""
+        notes = "  NOISY" if info["cv"] > NOISY_CV else ""
+        prof = info.get("profile")
+        if prof:
+            notes += (
+                f"  [profile: no trace, {prof['error']}]"
+                if "error" in prof
+                else f"  [profile: step {prof['step_time_ms']:.1f} ms, input {prof['input_bound_pct']:.1f}%]"
+            )
         _say(
             f"{info['workload']:>8} {info['api']:<11} {info['variant']:<11} "
             f"{info['samples_per_sec']:9.0f} samples/s ±{100 * info['cv']:4.1f}%  "
             f"step {info['step_time_ms']:7.1f} ms  first {info['first_step_s']:5.2f} s  "
-            f"acc {info['test_accuracy']:.3f}  [{info['dataset']['source']}, r{info['repeat']} s{info['seed']}]{noisy}"
+            f"acc {info['test_accuracy']:.3f}  [{info['dataset']['source']}, r{info['repeat']} s{info['seed']}]{notes}"
         )
 
     return report
@@ -132,7 +154,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     tr = terminalreporter
     tr.section("tf2bench: steady-state throughput (median of rounds) and speed-up vs fit")
-    fit = {(r["workload"], r["api"], r["repeat"], r["seed"]): r["samples_per_sec"] for r in results if r["variant"] == "fit"}
+    fit = {
+        (r["workload"], r["api"], r["repeat"], r["seed"]): r["samples_per_sec"]
+        for r in results
+        if r["variant"] == "fit"
+    }
     for r in results:
         base = fit.get((r["workload"], r["api"], r["repeat"], r["seed"]))
         speedup = f"{r['samples_per_sec'] / base:5.2f}x" if base else "    - "
@@ -146,4 +172,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             f"{len(noisy)} figure(s) vary by more than {100 * NOISY_CV:.0f}% between rounds (NOISY): "
             "use --repeat, --preset rigorous, or a quieter machine before trusting them"
         )
+    traces = getattr(config, "_tf2bench_trace_dir", None)
+    if traces is not None:
+        profiled = [r["profile"] for r in results if r.get("profile")]
+        failed = [p for p in profiled if "error" in p]
+        tr.write_line(
+            f"profiler traces ({len(profiled) - len(failed)} of {len(results)}): tensorboard --logdir {traces}"
+        )
+        for p in failed:
+            tr.write_line(f"  no trace for {p['trace_dir']}: {p['error']}")
     tr.write_line(f"wall time: {time.perf_counter() - config._tf2bench_start:.0f} s")

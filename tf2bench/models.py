@@ -26,8 +26,7 @@ def build(workload: Workload, api: str, seed: int) -> Any:
     model = workload.models[api]()
     if not isinstance(model, keras.Model):
         raise BadInputError(
-            f"workload {workload.name!r}: model builder for {api!r} returned "
-            f"{type(model).__name__}, not a keras.Model"
+            f"workload {workload.name!r}: model builder for {api!r} returned {type(model).__name__}, not a keras.Model"
         )
     if getattr(model, "compiled", False) or getattr(model, "optimizer", None) is not None:
         raise BadInputError(

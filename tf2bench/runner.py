@@ -1,7 +1,8 @@
 """One benchmark: build, warm up, timed windows, evaluate, and the result record.
 
 The runner owns everything around the loop (Orbit's split): the variant only
-trains steps. Evaluation and fingerprints happen outside the timed windows.
+trains steps. Evaluation and fingerprints happen outside the timed windows, and so
+does the optional profile window (after the timed rounds, before evaluation).
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tf2bench import envinfo, models
+from tf2bench import envinfo, models, profiling
 from tf2bench.data import Dataset
 from tf2bench.errors import DivergedError
 from tf2bench.timing import window_stats
@@ -35,7 +37,7 @@ def evaluate(model: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray) -> tuple[fl
 
 
 class BenchmarkRun:
-    """Trains one (workload, api, variant) case; call warmup(), window() × rounds, result()."""
+    """Trains one (workload, api, variant) case; call warmup(), window() × rounds, [profile()], result()."""
 
     def __init__(self, workload: Workload, api: str, variant: str, dataset: Dataset, config: RunConfig) -> None:
         import keras
@@ -58,7 +60,7 @@ class BenchmarkRun:
             y=dataset.y_train,
             plan=self.plan,
             config=config,
-            total_steps=config.warmup_steps + self.rounds * self.steps_per_window,
+            total_steps=config.warmup_steps + self.rounds * self.steps_per_window + config.profile_steps,
         )
         self.variant = variant_cls(ctx)
         t0 = time.perf_counter()
@@ -67,11 +69,12 @@ class BenchmarkRun:
         self.position = 0
         self.first: WindowResult | None = None
         self.windows: list[WindowResult] = []
+        self.profile_summary: dict[str, Any] | None = None
         envinfo.reset_peak_memory()
 
-    def _run(self, steps: int) -> WindowResult:
+    def _run(self, steps: int, *, marked: bool = False) -> WindowResult:
         start = self.position
-        result = self.variant.run(start, steps)
+        result = (self.variant.profile if marked else self.variant.run)(start, steps)
         self.position += steps
         if not math.isfinite(result.loss):
             raise DivergedError(
@@ -89,6 +92,25 @@ class BenchmarkRun:
         result = self._run(self.steps_per_window)
         self.windows.append(result)
         return result.seconds
+
+    def profile(self, logdir: Path) -> dict[str, Any]:
+        """Train ``config.profile_steps`` more steps under the profiler, untimed; returns the trace summary.
+
+        Runs once, after every timed round: each variant trains these steps at the same point, traced
+        or not, so batch order and weights stay comparable. A trace that cannot be had is recorded as
+        ``{"error": ...}``; the benchmark keeps its results.
+        """
+        steps = self.config.profile_steps
+        if steps <= 0:
+            raise RuntimeError("profile() needs RunConfig(profile_steps > 0): pipelines are sized for it")
+        if self.profile_summary is not None:
+            raise RuntimeError("this run was already profiled: the profile window runs once, after the timed rounds")
+        if len(self.windows) != self.rounds:
+            raise RuntimeError(f"profile() after all {self.rounds} timed windows, not after {len(self.windows)}")
+        start = self.position
+        _, summary = profiling.profile_window(Path(logdir), lambda: self._run(steps, marked=True))
+        self.profile_summary = {"steps": steps, "first_step": start, **summary}
+        return self.profile_summary
 
     def result(self) -> dict[str, Any]:
         """The record saved in benchmark.extra_info (names are stable: report/compare read them)."""
@@ -138,5 +160,6 @@ class BenchmarkRun:
             "final_fingerprint": models.weights_fingerprint(self.model),
             "device": envinfo.device(),
             "peak_memory_bytes": envinfo.peak_memory_bytes(),
+            "profile": self.profile_summary,
             **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
         }

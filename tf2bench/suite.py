@@ -17,6 +17,8 @@ from tf2bench.registry import parse_names
 from tf2bench.variants import VARIANTS, RunConfig
 from tf2bench.workloads import WORKLOADS, get_workload
 
+DEFAULT_PROFILE_STEPS = 5
+
 # option name -> (environment variable, help)
 OPTIONS: dict[str, tuple[str, str]] = {
     "workload": ("TF2BENCH_WORKLOAD", "workloads, comma-separated (default: all)"),
@@ -33,7 +35,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "repeat": ("TF2BENCH_REPEAT", "run the whole selection N times in turn, A B C A B C (default 1)"),
     "train_size": ("TF2BENCH_TRAIN_SIZE", "training samples to use (default: from the preset)"),
     "test_size": ("TF2BENCH_TEST_SIZE", "test samples to evaluate (default: from the preset)"),
+    "profile": ("TF2BENCH_PROFILE", "capture a profiler trace of an untimed window after the timed rounds"),
+    "profile_steps": ("TF2BENCH_PROFILE_STEPS", f"steps in the profiled window (default {DEFAULT_PROFILE_STEPS})"),
+    "trace_dir": ("TF2BENCH_TRACE_DIR", "where --profile writes traces: <dir>/<run-id>/... (default results/traces)"),
 }
+FLAGS = frozenset({"profile"})  # options that take no value
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ class SuiteOptions:
     repeat: int
     train_size: int | None
     test_size: int | None
+    profile: bool = False
+    profile_steps: int = DEFAULT_PROFILE_STEPS
+    trace_dir: str | None = None  # None: results/traces
 
     def cases(self) -> list[Case]:
         """Repeat-major order, so every variant sees the same machine drift."""
@@ -90,6 +99,7 @@ class SuiteOptions:
             warmup_steps=self.preset.warmup_steps,
             seed=seed,
             epochs=epochs,
+            profile_steps=self.profile_steps if self.profile else 0,
         )
 
     def sizes(self, workload: str) -> tuple[int | None, int | None]:
@@ -102,6 +112,19 @@ def _optional_int(name: str, value: Any) -> int | None:
     if value is None or value == "":
         return None
     return check_positive_int(f"--{name.replace('_', '-')}", value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if value is None or value is False or value == "":
+        return False
+    if value is True:
+        return True
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise BadInputError(f"{OPTIONS[name][0]} must be 1/0, true/false, yes/no or on/off, got {value!r}")
 
 
 def parse_options(raw: dict[str, Any]) -> SuiteOptions:
@@ -145,9 +168,10 @@ def parse_options(raw: dict[str, Any]) -> SuiteOptions:
         repeat=_optional_int("repeat", get("repeat")) or 1,
         train_size=_optional_int("train_size", get("train_size")),
         test_size=_optional_int("test_size", get("test_size")),
+        profile=_flag("profile", get("profile")),
+        profile_steps=_optional_int("profile_steps", get("profile_steps")) or DEFAULT_PROFILE_STEPS,
+        trace_dir=get("trace_dir"),
     )
     if not opts.cases():
-        raise BadInputError(
-            f"the selection runs nothing: workloads {list(workloads)} have no api among {list(apis)}"
-        )
+        raise BadInputError(f"the selection runs nothing: workloads {list(workloads)} have no api among {list(apis)}")
     return opts

@@ -102,7 +102,9 @@ class WindowStats:
         return self.cv > NOISY_CV
 
 
-def window_stats(window_seconds: Sequence[float], steps_per_window: Sequence[int], samples_per_step: int) -> WindowStats:
+def window_stats(
+    window_seconds: Sequence[float], steps_per_window: Sequence[int], samples_per_step: int
+) -> WindowStats:
     """Statistics of windows that may differ in length (e.g. a short last epoch)."""
     if not window_seconds or len(window_seconds) != len(steps_per_window):
         raise ValueError("need one step count per window, and at least one window")

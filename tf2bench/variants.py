@@ -5,13 +5,17 @@ settings on the same batches in the same order (``BatchPlan``); only the way the
 loop is written differs. A loop implements ``setup`` (untimed: compile, build
 pipelines) and ``run(start, steps)``, which trains global steps
 ``[start, start + steps)`` and returns the seconds it measured, ended by a device sync.
+Each loop wraps one step (the batch fetch included) in ``self.step_marker(step)``: a
+no-op in timed windows, a profiler step marker inside ``profile(start, steps)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +37,7 @@ class RunConfig:
     seed: int = 0
     epochs: int | None = None  # if set, each window is one epoch and rounds = epochs
     jit_compile: bool = False
+    profile_steps: int = 0  # an untimed, profiled window after the timed ones (0: none)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "rounds", "warmup_steps"):
@@ -43,6 +48,8 @@ class RunConfig:
             raise BadInputError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs <= 0):
             raise BadInputError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if isinstance(self.profile_steps, bool) or not isinstance(self.profile_steps, int) or self.profile_steps < 0:
+            raise BadInputError(f"profile_steps must be a non-negative integer, got {self.profile_steps!r}")
 
 
 class BatchPlan:
@@ -102,7 +109,7 @@ class TrainContext:
     y: np.ndarray
     plan: BatchPlan
     config: RunConfig
-    total_steps: int  # warm-up + all windows: pipelines are sized for it
+    total_steps: int  # warm-up + all windows + the profile window: pipelines are sized for it
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class Variant(ABC):
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx
         self.stopwatch = Stopwatch()
+        self.marking = False  # True only inside profile(): steps get profiler markers
 
     @property
     def samples_per_step(self) -> int:
@@ -131,6 +139,22 @@ class Variant(ABC):
 
     @abstractmethod
     def run(self, start: int, steps: int) -> WindowResult: ...
+
+    def profile(self, start: int, steps: int) -> WindowResult:
+        """``run`` with every step marked for the profiler; never timed (markers cost a little per step)."""
+        self.marking = True
+        try:
+            return self.run(start, steps)
+        finally:
+            self.marking = False
+
+    def step_marker(self, step: int) -> AbstractContextManager[Any]:
+        """Wraps one step, batch fetch included: xprof counts only steps marked with ``_r=1``."""
+        if not self.marking:
+            return contextlib.nullcontext()
+        import tensorflow as tf
+
+        return tf.profiler.experimental.Trace("train", step_num=step, _r=1)
 
     def trace_count(self) -> int | None:
         """How often the compiled step was traced (None: not a tf.function loop)."""
@@ -176,9 +200,22 @@ class Fit(Variant):
             def on_epoch_end(self, epoch, logs=None):
                 seconds.append(stopwatch.stop())
 
+        marker = self.step_marker
+
+        class StepMarkers(keras.callbacks.Callback):
+            # A marker per batch (fit fetches the batch inside its step). Per-batch hooks cost a host
+            # sync per step, so this runs only in the untimed profile window.
+            def on_train_batch_begin(self, batch, logs=None):
+                self.open = marker(start + batch)
+                self.open.__enter__()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.open.__exit__(None, None, None)
+
+        callbacks = [EpochTimer(), StepMarkers()] if self.marking else [EpochTimer()]
         t0 = time.perf_counter()
         history = self.ctx.model.fit(
-            x, y, batch_size=self.ctx.config.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[EpochTimer()]
+            x, y, batch_size=self.ctx.config.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=callbacks
         )
         call_s = time.perf_counter() - t0
         return WindowResult(seconds[0], float(history.history["loss"][-1]), setup_s=call_s - seconds[0])
@@ -194,12 +231,13 @@ class Eager(Variant):
         idx = c.plan.indices(start, steps)
         loss = None
         self.stopwatch.start()
-        for rows in idx:
-            xs, ys = [], []
-            for j in rows:  # one sample at a time, as the tutorial walks them
-                xs.append(c.x[j])
-                ys.append(c.y[j])
-            loss = train_step(c.model, c.optimizer, c.loss_fn, np.stack(xs), np.array(ys))
+        for k, rows in enumerate(idx):
+            with self.step_marker(start + k):
+                xs, ys = [], []
+                for j in rows:  # one sample at a time, as the tutorial walks them
+                    xs.append(c.x[j])
+                    ys.append(c.y[j])
+                loss = train_step(c.model, c.optimizer, c.loss_fn, np.stack(xs), np.array(ys))
         seconds = self.stopwatch.stop()
         return WindowResult(seconds, _finite_loss(loss))
 
@@ -215,12 +253,14 @@ class Tutorial(Variant):
 
     def run(self, start: int, steps: int) -> WindowResult:
         c = self.ctx
-        order = c.plan.indices(start, steps).reshape(-1)
+        idx = c.plan.indices(start, steps)
         loss = None
         self.stopwatch.start()
-        for i, j in enumerate(order):
-            if i % c.config.batch_size == 0:
-                loss = train_step(c.model, c.optimizer, c.loss_fn, c.x[j : j + 1], c.y[j : j + 1])
+        for k, rows in enumerate(idx):  # one would-be batch per step: the tutorial walks all of it
+            with self.step_marker(start + k):
+                for i, j in enumerate(rows):
+                    if i % c.config.batch_size == 0:
+                        loss = train_step(c.model, c.optimizer, c.loss_fn, c.x[j : j + 1], c.y[j : j + 1])
         seconds = self.stopwatch.stop()
         return WindowResult(seconds, _finite_loss(loss))
 
@@ -244,8 +284,10 @@ class TfFunction(_CompiledStep):
         b = self.ctx.config.batch_size
         loss = None
         self.stopwatch.start()
-        for i in range(0, steps * b, b):
-            loss = self.step(x[i : i + b], y[i : i + b])
+        for k in range(steps):
+            with self.step_marker(start + k):
+                i = k * b
+                loss = self.step(x[i : i + b], y[i : i + b])
         seconds = self.stopwatch.stop()
         return WindowResult(seconds, _finite_loss(loss))
 
@@ -269,19 +311,24 @@ class TfData(_CompiledStep):
 
     def setup(self) -> None:
         super().setup()
-        c = self.ctx
-        self.dataset = make_dataset(c.x, c.y, c.plan.indices(0, c.total_steps))
+        self.dataset = self.make_dataset()
         self.iterator = iter(self.dataset)
         self.position = 0
+
+    def make_dataset(self) -> Any:
+        """The pipeline this loop consumes, sized for every step of the run."""
+        c = self.ctx
+        return make_dataset(c.x, c.y, c.plan.indices(0, c.total_steps))
 
     def run(self, start: int, steps: int) -> WindowResult:
         if start != self.position:
             raise RuntimeError(f"tf_data runs its steps in order: expected step {self.position}, got {start}")
         it, loss = self.iterator, None
         self.stopwatch.start()
-        for _ in range(steps):
-            x, y = next(it)
-            loss = self.step(x, y)
+        for k in range(steps):
+            with self.step_marker(start + k):
+                x, y = next(it)
+                loss = self.step(x, y)
         seconds = self.stopwatch.stop()
         self.position += steps
         return WindowResult(seconds, _finite_loss(loss))
@@ -292,4 +339,13 @@ def get_variant(name: str) -> type[Variant]:
 
 
 VariantFactory = Callable[[TrainContext], Variant]
-__all__ = ["VARIANTS", "BatchPlan", "RunConfig", "TrainContext", "Variant", "WindowResult", "get_variant", "sync_devices"]
+__all__ = [
+    "VARIANTS",
+    "BatchPlan",
+    "RunConfig",
+    "TrainContext",
+    "Variant",
+    "WindowResult",
+    "get_variant",
+    "sync_devices",
+]

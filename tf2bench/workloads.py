@@ -46,9 +46,7 @@ class Workload:
             if not callable(builder):
                 raise BadInputError(f"workload {self.name!r}: model builder for api {api!r} is not callable")
         if self.batch_size <= 0 or self.num_classes <= 1 or self.learning_rate <= 0:
-            raise BadInputError(
-                f"workload {self.name!r}: batch_size, learning_rate must be > 0 and num_classes > 1"
-            )
+            raise BadInputError(f"workload {self.name!r}: batch_size, learning_rate must be > 0 and num_classes > 1")
 
     @property
     def apis(self) -> list[str]:

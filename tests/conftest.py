@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny synthetic data, and a clean Keras cache per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    """An empty KERAS_HOME: tests never touch (or download into) the user's cache."""
+    home = tmp_path / "keras_home"
+    (home / "datasets").mkdir(parents=True)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """keras.utils.get_file fails the way it does without network (URL fetch failure)."""
+    import keras
+
+    calls = []
+
+    def no_network(*args, **kwargs):
+        calls.append(kwargs.get("origin"))
+        raise Exception(f"URL fetch failure on {kwargs.get('origin')}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    return calls
+
+
+@pytest.fixture
+def run_bench():
+    """Run ``pytest bench ARGS`` as a user would, in a subprocess; returns CompletedProcess."""
+    return run_pytest_bench
+
+
+def run_pytest_bench(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the suite as a user would, in a subprocess."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,115 @@
+"""The suite as a user runs it: `pytest bench ...` in a subprocess, real JSON, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tf2bench.errors import BadInputError, UnknownNameError
+from tf2bench.suite import parse_options
+
+EXTRA_INFO_KEYS = {
+    "workload", "api", "variant", "dataset", "batch_size", "epochs", "steps", "seed", "samples_per_sec",
+    "step_time_ms", "step_time_ms_p90", "first_step_s", "setup_s", "epoch_s", "repeat", "test_accuracy",
+    "test_loss", "device", "tf_version", "keras_version", "flops_per_sample", "cv", "window_s",
+}  # fmt: skip
+
+
+def saved_runs(storage: Path) -> list[Path]:
+    return sorted(storage.glob("*/*.json"))
+
+
+@pytest.mark.slow
+def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
+    storage = tmp_path / "benchmarks"
+    first = run_bench("--preset", "smoke", "--benchmark-autosave", f"--benchmark-storage=file://{storage}")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    runs = saved_runs(storage)
+    assert len(runs) == 1
+    assert runs[0].name.startswith("0001_")
+    doc = json.loads(runs[0].read_text())
+    assert len(doc["benchmarks"]) == 30  # 2 workloads x 3 APIs x 5 loops
+    for bench in doc["benchmarks"]:
+        missing = EXTRA_INFO_KEYS - set(bench["extra_info"])
+        assert not missing, (bench["name"], missing)
+        assert bench["stats"]["rounds"] == 2
+        assert len(bench["stats"]["data"]) == 2
+        # pytest-benchmark's rounds are exactly the windows the loop timed itself
+        assert bench["stats"]["data"] == pytest.approx(bench["extra_info"]["window_s"])
+    assert doc["machine_info"]["tf2bench"]["tf_version"]
+    assert {b["options"]["timer"] for b in doc["benchmarks"]} == {"bench_clock"}  # the windows' own clock
+    assert doc["tf2bench"]["preset"] == "smoke"
+    assert doc["tf2bench"]["wall_s"] > 0
+    # one progress line per case, then the summary
+    assert first.stdout.count("samples/s") >= 30
+    assert "steady-state throughput" in first.stdout
+    assert "wall time:" in first.stdout
+    before = runs[0].read_bytes()
+
+    second = run_bench(
+        "--preset", "smoke", "--workload", "cifar100", "--api", "functional", "--variant", "fit,tf_data",
+        "--repeat", "2", "--benchmark-autosave", f"--benchmark-storage=file://{storage}",
+    )  # fmt: skip
+    assert second.returncode == 0, second.stdout[-3000:]
+    runs = saved_runs(storage)
+    assert [p.name[:4] for p in runs] == ["0001", "0002"]
+    assert runs[0].read_bytes() == before  # the earlier run is untouched
+    names = [b["name"] for b in json.loads(runs[1].read_text())["benchmarks"]]
+    # --repeat interleaves the whole selection: A B A B
+    assert [n.split("-")[-1].rstrip("]") for n in names] == ["fit", "tf_data", "fit", "tf_data"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workload", "imagenet"], "unknown workload 'imagenet'; valid: cifar100, mnist"),
+        (["--api", "keras"], "unknown api 'keras'; valid: functional, sequential, subclassing"),
+        (["--variant", "fastest"], "unknown variant 'fastest'; valid: "),
+        (["--variant", ","], "unknown variant ','; valid: "),
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid: auto, keras, embedded, synthetic"),
+        (["--preset", "fast"], "unknown preset 'fast'; valid: quick, rigorous, smoke, tutorial"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer, got '0'"),
+        (["--steps", "ten"], "--steps must be a positive integer, got 'ten'"),
+        (["--epochs", "-1"], "--epochs must be a positive integer, got '-1'"),
+        (["--repeat", "2.5"], "--repeat must be a positive integer, got '2.5'"),
+        (["--seed", "x"], "--seed must be a non-negative integer, got 'x'"),
+    ],
+)
+def test_bad_options_fail_at_once_naming_the_choices(args, message, tmp_path, run_bench):
+    result = run_bench(*args, f"--benchmark-storage=file://{tmp_path}", timeout=120)
+    assert result.returncode == 4  # pytest's usage error: nothing ran
+    assert message in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_environment_variables_set_options(monkeypatch):
+    monkeypatch.setenv("TF2BENCH_VARIANT", "fit,eager")
+    monkeypatch.setenv("TF2BENCH_REPEAT", "2")
+    opts = parse_options({"workload": "mnist", "api": None})
+    assert opts.variants == ("fit", "eager")
+    assert opts.repeat == 2
+    assert len(opts.cases()) == 2 * 3 * 2
+    monkeypatch.setenv("TF2BENCH_STEPS", "0")
+    with pytest.raises(BadInputError, match="--steps must be a positive integer"):
+        parse_options({})
+
+
+def test_flags_override_environment(monkeypatch):
+    monkeypatch.setenv("TF2BENCH_WORKLOAD", "nope")
+    assert parse_options({"workload": "cifar100"}).workloads == ("cifar100",)
+    with pytest.raises(UnknownNameError):
+        parse_options({})
+
+
+def test_presets_shape_the_run():
+    quick = parse_options({})
+    assert len(quick.cases()) == 30
+    cfg = quick.run_config("cifar100", seed=0)
+    assert (cfg.steps, cfg.rounds, cfg.batch_size, cfg.epochs) == (50, 3, 32, None)
+    tutorial = parse_options({"preset": "tutorial"})
+    cfg = tutorial.run_config("mnist", seed=0)
+    assert cfg.epochs == 5
+    assert tutorial.sizes("mnist") == (None, None)
+    assert parse_options({"steps": "7", "rounds": "4"}).run_config("mnist", 0).steps == 7
