@@ -42,9 +42,11 @@ def run_bench():
     return run_pytest_bench
 
 
-def run_pytest_bench(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_pytest_bench(
+    *args: str, cwd: Path = ROOT, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run the suite as a user would, in a subprocess."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", *args],
         cwd=cwd,

@@ -13,7 +13,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a regression, or an accuracy check that failed
 EXIT_BAD_INPUT = 2  # unreadable file, unknown name, bad number
 EXIT_MISSING_BASELINE = 3
-EXIT_DATA_UNAVAILABLE = 4  # dataset not cached and not downloadable
+EXIT_DATA_UNAVAILABLE = 6  # dataset not cached and not downloadable (pytest itself uses 0-5)
 EXIT_INTERRUPTED = 130
 
 
