@@ -1,0 +1,284 @@
+"""Profiler traces: real captures, read back by xprof, served by a real TensorBoard.
+
+The suite runs once (smoke preset, cifar100, every variant, --profile) in a subprocess;
+its traces and saved JSON are checked here, then served by `python -m tf2bench.tb` on
+a free loopback port and checked over HTTP.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tf2bench import data
+from tf2bench.errors import BadInputError
+from tf2bench.profiling import (
+    INPUT_BOUND_HIGH_PCT,
+    INPUT_BOUND_MODERATE_PCT,
+    ProfileError,
+    input_bound_level,
+    new_run_dir,
+    run_name,
+    safe_name,
+    summarise,
+)
+from tf2bench.variants import VARIANTS, RunConfig, TfData
+from tf2bench.workloads import get_workload
+
+ROOT = Path(__file__).resolve().parent.parent
+CIFAR = get_workload("cifar100")
+PROFILE_STEPS = 3
+ALL_VARIANTS = VARIANTS.names()
+
+
+# --- names and thresholds ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("cifar100", "cifar100"), ("../../etc", "etc"), ("a/b\\c", "a_b_c"), ("tf_data", "tf_data"), (".x", "x")],
+)
+def test_safe_name_never_leaves_its_directory(text, expected):
+    assert safe_name(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "..", "/", "./"])
+def test_safe_name_refuses_names_that_are_no_name(text):
+    with pytest.raises(BadInputError):
+        safe_name(text)
+
+
+def test_run_name_joins_sanitised_parts_and_run_dirs_are_fresh(tmp_path):
+    assert run_name("cifar100", "functional", "../fit") == "cifar100-functional-fit"
+    first, second = new_run_dir(tmp_path, "x"), new_run_dir(tmp_path, "x")
+    assert first != second
+    assert first.parent == second.parent == tmp_path
+
+
+def test_input_bound_levels_follow_xprof_thresholds():
+    assert input_bound_level(INPUT_BOUND_HIGH_PCT) == "highly"
+    assert input_bound_level(INPUT_BOUND_MODERATE_PCT) == "moderately"
+    assert input_bound_level(INPUT_BOUND_MODERATE_PCT - 0.1) == "not"
+
+
+# --- the suite with --profile -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def profiled_suite(tmp_path_factory):
+    """Run `pytest bench --profile` once: (trace run dir, saved benchmarks JSON)."""
+    tmp = tmp_path_factory.mktemp("profiled_suite")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    args = [
+        *("--preset", "smoke", "--workload", "cifar100", "--api", "functional", "--dataset", "synthetic"),
+        *("--profile", "--profile-steps", str(PROFILE_STEPS), "--trace-dir", str(tmp / "traces")),
+        *(f"--benchmark-storage=file://{tmp / 'bench'}", "--benchmark-autosave"),
+    ]
+    cmd = [sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (run_dir,) = (tmp / "traces").iterdir()
+    (saved,) = (tmp / "bench").rglob("*.json")
+    return run_dir, json.loads(saved.read_text())
+
+
+@pytest.mark.slow
+def test_every_benchmark_saves_a_profile_summary_with_measured_steps(profiled_suite):
+    run_dir, saved = profiled_suite
+    benchmarks = {b["extra_info"]["variant"]: b["extra_info"] for b in saved["benchmarks"]}
+    assert sorted(benchmarks) == sorted(ALL_VARIANTS)
+    for variant, info in benchmarks.items():
+        prof = info["profile"]
+        assert "error" not in prof, (variant, prof)
+        assert Path(prof["trace_dir"]) == run_dir / f"cifar100-functional-{variant}"
+        assert Path(prof["trace_path"]).is_file()
+        assert Path(prof["trace_path"]).is_relative_to(prof["trace_dir"])
+        assert prof["steps"] == prof["steps_measured"] == PROFILE_STEPS, variant
+        assert prof["step_time_ms"] > 0
+        assert prof["step_time_ms_stddev"] >= 0
+        assert prof["step_time_ms_min"] <= prof["step_time_ms"] <= prof["step_time_ms_max"]
+        assert 0 <= prof["input_bound_pct"] <= 100
+        parts = sum(prof[k] for k in ("input_ms", "host_compute_ms", "device_compute_ms", "kernel_launch_ms"))
+        parts += prof["compile_ms"] + prof["other_ms"]
+        assert parts == pytest.approx(prof["step_time_ms"], rel=0.02), variant  # the breakdown adds up
+        assert "input-bound" in prof["conclusion"]
+        # the profiled steps are training steps, after the timed ones, before evaluation
+        assert info["steps_total"] == info["warmup_steps"] + info["rounds"] * info["steps"] + PROFILE_STEPS
+    for variant in ("fit", "tf_function", "tf_data"):  # graph ops are attributed; eager ops are not (CPU)
+        ops = benchmarks[variant]["profile"]["top_ops"]
+        assert 0 < len(ops) <= 5, variant
+        assert all(op["self_ms"] > 0 for op in ops), variant
+        assert [op["self_ms"] for op in ops] == sorted((op["self_ms"] for op in ops), reverse=True)
+
+
+def _get(url: str, timeout: float = 60.0):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        body = resp.read()
+        if resp.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+    return json.loads(body)
+
+
+@pytest.fixture
+def tensorboard(profiled_suite):
+    """`python -m tf2bench.tb` on a free loopback port over the suite's traces; stopped at teardown."""
+    run_dir, _ = profiled_suite
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tf2bench.tb", "--logdir", str(run_dir), "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline, line = time.monotonic() + 90, ""
+        while "http://" not in line:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready or proc.poll() is not None:
+                pytest.fail(f"TensorBoard printed no URL (exit code {proc.poll()})")
+            line = proc.stdout.readline()
+        url = line[line.index("http://") :].split()[0].split("#")[0]
+        assert url.startswith("http://127.0.0.1:")
+        yield url.rstrip("/")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_one_profiled_run_per_benchmark(tensorboard):
+    api = f"{tensorboard}/data/plugin/profile"
+    runs = _get(f"{api}/runs")
+    by_benchmark = {r.split("/")[0]: r for r in runs}
+    assert sorted(by_benchmark) == sorted(f"cifar100-functional-{v}" for v in ALL_VARIANTS)
+    for run in by_benchmark.values():
+        q = urllib.parse.quote(run, safe="")
+        tools = _get(f"{api}/run_tools?run={q}")
+        assert {"overview_page", "input_pipeline_analyzer"} <= set(tools), tools
+        assert any(t.startswith("trace_viewer") for t in tools), tools
+        hosts = _get(f"{api}/hosts?run={q}&tag=input_pipeline_analyzer")
+        host = urllib.parse.quote(hosts[0]["hostname"], safe="")
+        tables = _get(f"{api}/data?run={q}&tag=input_pipeline_analyzer&host={host}")
+        (step_table,) = [t for t in tables if "steptime_ms_average" in (t.get("p") or {})]
+        assert float(step_table["p"]["steptime_ms_average"]) > 0, run
+
+
+# --- input-bound or not, and profiling twice ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar():
+    return data.load(CIFAR, "synthetic", train_size=256, test_size=64)
+
+
+class _SlowInput(TfData):
+    """tf_data with a deliberately slow last map stage: the step waits on input."""
+
+    name = "tf_data_slow_input"
+    description = "test only: tf_data plus a sleeping map stage"
+    sleep_s = 0.02
+
+    def make_dataset(self):
+        import tensorflow as tf
+
+        def slow(x, y):
+            done = tf.numpy_function(lambda: np.int64(time.sleep(self.sleep_s) or 0), [], tf.int64)
+            with tf.control_dependencies([done]):
+                return tf.identity(x), tf.identity(y)
+
+        return super().make_dataset().map(slow)
+
+
+@pytest.fixture
+def slow_input_variant():
+    VARIANTS.register(_SlowInput.name, _SlowInput)
+    try:
+        yield _SlowInput
+    finally:
+        VARIANTS.unregister(_SlowInput.name)
+
+
+def _profiled_run(variant: str, dataset, logdir: Path, profile_steps: int = 5):
+    from tf2bench.runner import BenchmarkRun
+
+    run = BenchmarkRun(CIFAR, "functional", variant, dataset, RunConfig(steps=2, rounds=1, profile_steps=profile_steps))
+    run.warmup()
+    run.window()
+    return run, run.profile(logdir)
+
+
+@pytest.mark.slow
+def test_a_sleeping_input_stage_is_reported_input_bound_and_plain_tf_data_is_not(
+    tiny_cifar, slow_input_variant, tmp_path
+):
+    _, plain = _profiled_run("tf_data", tiny_cifar, tmp_path / "plain")
+    assert "error" not in plain, plain
+    assert plain["input_bound_pct"] < 20, plain
+    # Sleep well beyond the step's own time, measured on this machine, so load cannot hide it.
+    slow_input_variant.sleep_s = max(0.02, 3 * plain["step_time_ms"] / 1000)
+    _, slow = _profiled_run(slow_input_variant.name, tiny_cifar, tmp_path / "slow")
+    assert "error" not in slow, slow
+    assert slow["input_bound_pct"] > 50, slow
+    assert slow["input_bound"] == "highly"
+    assert "input-bound" in slow["conclusion"].lower()
+    assert "NOT" not in slow["conclusion"]
+    # tf.data may overlap the sleep with the step (it injects a prefetch): the wait is sleep - compute
+    assert slow["input_ms"] >= 0.5 * 1000 * slow_input_variant.sleep_s
+
+
+@pytest.mark.slow
+def test_profiling_inside_another_session_keeps_the_benchmark_and_trains_the_same_steps(tiny_cifar, tmp_path):
+    import tensorflow as tf
+
+    traced, summary = _profiled_run("tf_function", tiny_cifar, tmp_path / "first", profile_steps=2)
+    assert "error" not in summary
+    assert summary["steps_measured"] == 2
+    with pytest.raises(RuntimeError, match="already profiled"):
+        traced.profile(tmp_path / "again")
+
+    tf.profiler.experimental.start(str(tmp_path / "someone_elses"))
+    try:
+        blocked, summary = _profiled_run("tf_function", tiny_cifar, tmp_path / "second", profile_steps=2)
+    finally:
+        tf.profiler.experimental.stop()
+    assert "already active" in summary["error"]
+    info = blocked.result()  # the benchmark keeps its results
+    assert info["profile"]["error"] == summary["error"]
+    assert info["samples_per_sec"] > 0
+    # untraced, the profile window's steps still ran: same steps, same weights as the traced run
+    assert info["steps_total"] == traced.result()["steps_total"]
+    for a, b in zip(blocked.model.get_weights(), traced.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_trace_without_step_markers_is_refused(tmp_path):
+    import tensorflow as tf
+
+    f = tf.function(lambda a: tf.reduce_sum(a * 2.0))
+    f(tf.ones(4))
+    tf.profiler.experimental.start(str(tmp_path))
+    try:
+        for _ in range(3):
+            f(tf.ones(4))
+    finally:
+        tf.profiler.experimental.stop()
+    (trace,) = tmp_path.glob("plugins/profile/*/*.xplane.pb")
+    with pytest.raises(ProfileError, match="no step time measured"):
+        summarise(trace)

@@ -1,0 +1,212 @@
+"""Profiler traces of an untimed window of training steps, summarised by xprof itself.
+
+A benchmark's profile window runs after its timed rounds with every step marked
+(``Variant.profile``), so tracing never touches a timing figure. The trace is read
+back with xprof's own converters -- the numbers TensorBoard's profile plugin shows --
+and reduced to a small dict saved in ``extra_info["profile"]``. Nothing here parses
+protobufs by hand.
+
+Traces land in ``<root>/<run-id>/<workload>-<api>-<variant>/plugins/profile/<time>/``,
+so ``tensorboard --logdir <root>/<run-id>`` lists one run per benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tf2bench.errors import EXIT_FAILED, BadInputError, Tf2benchError
+
+T = TypeVar("T")
+
+# xprof's own thresholds for "waiting for input" as a share of step time.
+INPUT_BOUND_MODERATE_PCT = 5.0
+INPUT_BOUND_HIGH_PCT = 20.0
+TOP_OPS = 5
+
+# input_pipeline_analyzer's per-step columns -> our names (all in ms)
+STEP_COLUMNS = {
+    "stepTimeMs": "step_time_ms",
+    "infeedTimeMs": "input_ms",
+    "hostComputeTimeMs": "host_compute_ms",
+    "deviceComputeTimeMs": "device_compute_ms",
+    "kernelLaunchTimeMs": "kernel_launch_ms",
+    "compileTimeMs": "compile_ms",
+    "otherTimeMs": "other_ms",
+}
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ProfileError(Tf2benchError):
+    """No usable trace: another profiler session is active, or the trace has no marked steps."""
+
+    exit_code = EXIT_FAILED
+
+
+def safe_name(text: str) -> str:
+    """One path component from user-supplied text: no separators, no ``..``, never empty."""
+    name = _UNSAFE.sub("_", str(text)).strip("._")
+    if not name:
+        raise BadInputError(f"{text!r} gives no usable directory name")
+    return name
+
+
+def run_name(*parts: object) -> str:
+    """The TensorBoard run (directory) name of one benchmark, e.g. ``cifar100-functional-fit``."""
+    return "-".join(safe_name(str(p)) for p in parts)
+
+
+def new_run_dir(root: Path, run_id: str | None = None) -> Path:
+    """A fresh directory for one suite run's traces (a timestamp unless ``run_id`` is given)."""
+    base = safe_name(run_id or time.strftime("%Y%m%d-%H%M%S"))
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        path = root / (base if n == 0 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise ProfileError(f"could not create a new trace directory under {root}")
+
+
+def _start(logdir: Path) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.profiler.experimental.start(str(logdir))
+    except tf.errors.AlreadyExistsError:
+        raise ProfileError(
+            "another profiler session is already active in this process (TensorFlow allows one at a time); "
+            "stop it before profiling, or run without --profile"
+        ) from None
+
+
+def _stop() -> None:
+    import tensorflow as tf
+
+    tf.profiler.experimental.stop()
+
+
+def find_trace(logdir: Path, since: float = 0.0) -> Path:
+    """The newest ``*.xplane.pb`` under ``logdir`` written at or after ``since`` (a time.time())."""
+    found = [p for p in Path(logdir).glob("plugins/profile/*/*.xplane.pb") if p.stat().st_mtime >= since - 1.0]
+    if not found:
+        raise ProfileError(f"the profiler wrote no trace under {logdir}/plugins/profile/")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def profile_window(logdir: Path, train: Callable[[], T]) -> tuple[T, dict[str, Any]]:
+    """Run ``train()`` under the profiler and summarise its trace.
+
+    ``train()`` always runs, traced or not: its steps are part of every variant's training,
+    so skipping them would break the equal-batches comparison. When no trace can be had the
+    summary is ``{"error": ..., "trace_dir": ...}`` and the benchmark keeps its results.
+    """
+    logdir = Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    since = time.time()
+    try:
+        _start(logdir)
+    except ProfileError as exc:
+        return train(), {"error": str(exc), "trace_dir": str(logdir)}
+    try:
+        result = train()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the training error is the one to report
+            _stop()
+        raise
+    try:
+        _stop()
+        summary = summarise(find_trace(logdir, since))
+    except Exception as exc:  # a benchmark's timings outlive a failed trace or conversion
+        return result, {"error": f"{type(exc).__name__}: {exc}", "trace_dir": str(logdir)}
+    return result, {"trace_dir": str(logdir), **summary}
+
+
+def tool_data(xplane: Path, tool: str) -> list[dict[str, Any]]:
+    """One profile-plugin tool's gviz DataTables for a trace, computed fresh by xprof."""
+    from xprof.convert import raw_to_tool_data
+
+    data, _ = raw_to_tool_data.xspace_to_tool_data([str(xplane)], tool, {"use_saved_result": False})
+    if not data:
+        raise ProfileError(f"xprof could not produce {tool} for {xplane}")
+    tables = json.loads(data)
+    return tables if isinstance(tables, list) else [tables]
+
+
+def _rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+    ids = [c["id"] for c in table.get("cols", [])]
+    return [dict(zip(ids, [c.get("v") if c else None for c in row["c"]], strict=False)) for row in table["rows"]]
+
+
+def input_bound_level(pct: float) -> str:
+    """xprof's wording: "highly" (>= 20%), "moderately" (>= 5%) or "not" input-bound."""
+    if pct >= INPUT_BOUND_HIGH_PCT:
+        return "highly"
+    if pct >= INPUT_BOUND_MODERATE_PCT:
+        return "moderately"
+    return "not"
+
+
+def summarise_input_pipeline(tables: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step-time breakdown from input_pipeline_analyzer: averages over the marked steps, in ms."""
+    table = next((t for t in tables if "steptime_ms_average" in (t.get("p") or {})), None)
+    if table is None:
+        raise ProfileError("xprof's input_pipeline_analyzer has no step-time table")
+    steps = _rows(table)
+    if not steps or not sum(float(s["stepTimeMs"]) for s in steps) > 0:
+        raise ProfileError("no step time measured: the trace has no marked steps (Trace(..., step_num=i, _r=1))")
+    out: dict[str, Any] = {"steps_measured": len(steps)}
+    for col, key in STEP_COLUMNS.items():
+        values = [float(s[col] or 0.0) for s in steps]
+        out[key] = statistics.fmean(values)
+        if key == "step_time_ms":
+            out["step_time_ms_stddev"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            out["step_time_ms_min"], out["step_time_ms_max"] = min(values), max(values)
+    pct = 100.0 * out["input_ms"] / out["step_time_ms"]
+    p = table["p"]
+    out.update(
+        input_bound_pct=pct,
+        input_bound=input_bound_level(pct),
+        conclusion=p.get("input_conclusion", ""),
+        next_step=p.get("summary_nextstep", ""),
+        hardware_type=p.get("hardware_type", ""),
+    )
+    return out
+
+
+def top_ops(tables: list[dict[str, Any]], n: int = TOP_OPS) -> list[dict[str, Any]]:
+    """The ``n`` framework ops with the most self time in the window (idle time left out)."""
+    table = next((t for t in tables if any(c["id"] == "total_self_time" for c in t.get("cols", []))), None)
+    if table is None:
+        return []
+    ops = [r for r in _rows(table) if r.get("type") != "IDLE"]
+    total_us = sum(float(r["total_self_time"]) for r in ops) or 1.0
+    ops.sort(key=lambda r: float(r["total_self_time"]), reverse=True)
+    return [
+        {
+            "op": r["operation"],
+            "type": r["type"],
+            "where": r["host_or_device"],
+            "occurrences": int(r["occurrences"]),
+            "self_ms": float(r["total_self_time"]) / 1000.0,  # xprof reports microseconds
+            "self_pct": 100.0 * float(r["total_self_time"]) / total_us,
+        }
+        for r in ops[:n]
+    ]
+
+
+def summarise(xplane: Path) -> dict[str, Any]:
+    """The profile summary of one trace: step-time breakdown, input-bound %, top ops."""
+    summary: dict[str, Any] = {"trace_path": str(xplane)}
+    summary.update(summarise_input_pipeline(tool_data(xplane, "input_pipeline_analyzer")))
+    summary["top_ops"] = top_ops(tool_data(xplane, "framework_op_stats"))
+    return summary

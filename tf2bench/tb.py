@@ -1,0 +1,72 @@
+"""`tf2bench tensorboard`: serve the suite's profiler traces on loopback and print the URL.
+
+TensorBoard (with the xprof profile plugin) binds 127.0.0.1 only: traces name hosts,
+paths and command lines, so they are not published to the network by default.
+By default it serves the newest run under results/traces, one TensorBoard run per benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from tf2bench.errors import EXIT_BAD_INPUT, EXIT_OK
+
+HOST = "127.0.0.1"
+DEFAULT_TRACES = Path("results") / "traces"
+
+
+def latest_run(traces: Path) -> Path | None:
+    """The newest run directory (by name: run ids are timestamps) under ``traces``, if any."""
+    runs = sorted(p for p in traces.iterdir() if p.is_dir()) if traces.is_dir() else []
+    return runs[-1] if runs else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tf2bench tensorboard", description="Serve profiler traces with TensorBoard on 127.0.0.1."
+    )
+    parser.add_argument(
+        "--logdir",
+        type=Path,
+        default=None,
+        help=f"a run's trace directory (default: the newest run under {DEFAULT_TRACES})",
+    )
+    parser.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006; 0 picks a free one)")
+    return parser
+
+
+def tensorboard_main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = None) -> int:
+    """Serve until interrupted (or ``stop`` is set); returns an exit code. cli.py dispatches here."""
+    args = build_parser().parse_args(argv)
+    logdir = args.logdir if args.logdir is not None else latest_run(DEFAULT_TRACES)
+    if logdir is None or not logdir.is_dir():
+        where = logdir if logdir is not None else f"{DEFAULT_TRACES}/<run-id>"
+        print(f"tf2bench tensorboard: no traces at {where}; make some with `pytest bench --profile`", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not 0 <= args.port <= 65535:
+        print(f"tf2bench tensorboard: --port must be 0..65535, got {args.port}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(logdir=str(logdir.resolve()), host=HOST, port=args.port)
+    try:
+        url = board.launch()
+    except program.TensorBoardServerException as exc:  # e.g. the port is taken
+        print(f"tf2bench tensorboard: {exc.msg} (try --port 0)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"TensorBoard serving {logdir} at {url}#profile  (Ctrl+C to stop)", flush=True)
+    try:
+        (stop or threading.Event()).wait()
+    except KeyboardInterrupt:  # the way to stop it: a normal end
+        pass
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(tensorboard_main())
