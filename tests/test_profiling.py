@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tf2bench import data
-from tf2bench.errors import BadInputError
+from tf2bench.errors import EXIT_BAD_INPUT, BadInputError
 from tf2bench.profiling import (
     INPUT_BOUND_HIGH_PCT,
     INPUT_BOUND_MODERATE_PCT,
@@ -70,6 +70,14 @@ def test_input_bound_levels_follow_xprof_thresholds():
     assert input_bound_level(INPUT_BOUND_HIGH_PCT) == "highly"
     assert input_bound_level(INPUT_BOUND_MODERATE_PCT) == "moderately"
     assert input_bound_level(INPUT_BOUND_MODERATE_PCT - 0.1) == "not"
+
+
+def test_tensorboard_command_refuses_a_missing_logdir(tmp_path, capsys):
+    from tf2bench.tb import tensorboard_main
+
+    assert tensorboard_main(["--logdir", str(tmp_path / "nothing"), "--port", "0"]) == EXIT_BAD_INPUT
+    assert "no traces at" in capsys.readouterr().err
+    assert tensorboard_main(["--logdir", str(tmp_path), "--port", "70000"]) == EXIT_BAD_INPUT
 
 
 # --- the suite with --profile -------------------------------------------------------------

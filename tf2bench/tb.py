@@ -25,10 +25,8 @@ def latest_run(traces: Path) -> Path | None:
     return runs[-1] if runs else None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tf2bench tensorboard", description="Serve profiler traces with TensorBoard on 127.0.0.1."
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's options, shared by ``tf2bench tensorboard`` (cli.py) and ``python -m tf2bench.tb``."""
     parser.add_argument(
         "--logdir",
         type=Path,
@@ -36,25 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a run's trace directory (default: the newest run under {DEFAULT_TRACES})",
     )
     parser.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006; 0 picks a free one)")
-    return parser
 
 
-def tensorboard_main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = None) -> int:
-    """Serve until interrupted (or ``stop`` is set); returns an exit code. cli.py dispatches here."""
-    args = build_parser().parse_args(argv)
-    logdir = args.logdir if args.logdir is not None else latest_run(DEFAULT_TRACES)
+def serve(logdir: Path | None, port: int, *, stop: threading.Event | None = None) -> int:
+    """Serve ``logdir`` until interrupted (or ``stop`` is set); returns an exit code."""
+    logdir = logdir if logdir is not None else latest_run(DEFAULT_TRACES)
     if logdir is None or not logdir.is_dir():
         where = logdir if logdir is not None else f"{DEFAULT_TRACES}/<run-id>"
         print(f"tf2bench tensorboard: no traces at {where}; make some with `pytest bench --profile`", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not 0 <= args.port <= 65535:
-        print(f"tf2bench tensorboard: --port must be 0..65535, got {args.port}", file=sys.stderr)
+    if not 0 <= port <= 65535:
+        print(f"tf2bench tensorboard: --port must be 0..65535, got {port}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     from tensorboard import program
 
     board = program.TensorBoard()
-    board.configure(logdir=str(logdir.resolve()), host=HOST, port=args.port)
+    board.configure(logdir=str(logdir.resolve()), host=HOST, port=port)
     try:
         url = board.launch()
     except program.TensorBoardServerException as exc:  # e.g. the port is taken
@@ -66,6 +62,16 @@ def tensorboard_main(argv: Sequence[str] | None = None, *, stop: threading.Event
     except KeyboardInterrupt:  # the way to stop it: a normal end
         pass
     return EXIT_OK
+
+
+def tensorboard_main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and serve; what cli.py (or ``python -m tf2bench.tb``) dispatches to."""
+    parser = argparse.ArgumentParser(
+        prog="tf2bench tensorboard", description="Serve profiler traces with TensorBoard on 127.0.0.1."
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return serve(args.logdir, args.port)
 
 
 if __name__ == "__main__":
