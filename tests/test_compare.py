@@ -1,0 +1,181 @@
+"""tf2bench compare: the regression gate on real runs (tests/fixtures/benchmarks) and edited copies.
+
+0001/0002 are an A/A pair (same code, consecutive runs, 2 rounds x 3 repeats each); 0003 is another workload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tf2bench import compare, runs
+from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_MISSING_BASELINE, EXIT_OK, BadInputError
+
+ROOT = Path(__file__).resolve().parent.parent
+STORAGE = ROOT / "tests" / "fixtures" / "benchmarks"
+
+
+def fixture(number: str) -> Path:
+    (path,) = STORAGE.glob(f"*/{number}_*.json")
+    return path
+
+
+def edited(src: Path, dest: Path, edit) -> Path:
+    doc = json.loads(src.read_text())
+    edit(doc)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / src.name
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def slowed(factor: float, variants: tuple[str, ...] | None = None):
+    """Round times x factor (what a slower build records), for all or some variants."""
+
+    def edit(doc):
+        for bench in doc["benchmarks"]:
+            if variants is None or bench["extra_info"]["variant"] in variants:
+                bench["stats"]["data"] = [t * factor for t in bench["stats"]["data"]]
+
+    return edit
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    return subprocess.run(
+        [sys.executable, "-m", "tf2bench.cli", "compare", "--storage", str(STORAGE), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def verdicts(result: compare.Comparison) -> dict[str, str]:
+    return dict(zip(result.table["benchmark"].str.split("/").str[-1], result.table["verdict"], strict=True))
+
+
+def test_an_aa_pair_of_real_runs_is_not_flagged():
+    proc = cli("0001", "0002")
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    assert "no regression" in proc.stdout
+    for column in ("baseline", "current", "time change", "p-value", "verdict"):
+        assert column in proc.stdout
+    assert "6/6" in proc.stdout  # 2 rounds x 3 repeats pooled per side
+    normalized = compare.compare(runs.load(fixture("0001")), runs.load(fixture("0002")), normalize=True)
+    assert normalized.regressions.empty
+
+
+def test_current_defaults_to_the_newest_run(capsys):
+    from tf2bench.cli import main
+
+    assert main(["compare", "--storage", str(STORAGE), "0001"]) == EXIT_OK
+    assert f"current  {fixture('0002')}" in capsys.readouterr().out
+
+
+def test_a_slowed_down_copy_is_flagged_exit_1(tmp_path):
+    slow = edited(fixture("0001"), tmp_path, slowed(2.0))
+    proc = cli("0001", str(slow))
+    assert proc.returncode == EXIT_FAILED, proc.stdout + proc.stderr
+    for variant in ("fit", "eager", "tf_function", "tf_data"):
+        assert f"REGRESSION: cifar100/functional/{variant} is 100.0% slower" in proc.stdout
+    # tutorial's rounds vary by +-70% (one sample per step): even twice as slow is not significant there
+    assert "cifar100/functional/tutorial     6/6" in proc.stdout
+    assert "slower, not significant" in proc.stdout
+    assert "+100.0%" in proc.stdout
+
+
+def test_a_slowdown_within_the_noise_is_not_a_regression(tmp_path):
+    # These rounds vary by about +-25% between repeats: 30% slower cannot reach p < 0.01 with 6 vs 6 rounds.
+    result = compare.compare(runs.load(fixture("0001")), runs.load(edited(fixture("0001"), tmp_path, slowed(1.3))))
+    assert set(verdicts(result).values()) == {compare.SLOWER_NOISE}
+    assert (result.table["change_pct"].round(1) == 30.0).all()
+    # ... and below the threshold nothing is even tested
+    relaxed = compare.compare(runs.load(fixture("0001")), runs.load(edited(fixture("0001"), tmp_path, slowed(1.3))), 50)
+    assert set(verdicts(relaxed).values()) == {compare.OK}
+
+
+def test_normalize_ignores_a_uniformly_slower_machine_but_catches_one_slower_loop(tmp_path):
+    base = runs.load(fixture("0001"))
+    everything = runs.load(edited(fixture("0001"), tmp_path / "all", slowed(2.0)))
+    assert compare.compare(base, everything, normalize=True).regressions.empty
+    one = runs.load(edited(fixture("0001"), tmp_path / "one", slowed(2.0, ("tf_function",))))
+    result = compare.compare(base, one, normalize=True)
+    assert verdicts(result)["tf_function"] == compare.REGRESSION
+    assert verdicts(result)["fit"] == compare.REFERENCE
+    assert list(result.regressions["benchmark"]) == ["cifar100/functional/tf_function"]
+
+
+def test_too_few_rounds_says_so_and_what_to_do(tmp_path):
+    def three_rounds_one_repeat(doc):
+        doc["benchmarks"] = [b for b in doc["benchmarks"] if b["extra_info"]["repeat"] == 0]
+        for b in doc["benchmarks"]:
+            b["stats"]["data"] = (b["stats"]["data"] * 2)[:3]
+
+    short = edited(fixture("0001"), tmp_path / "base", three_rounds_one_repeat)
+    slow = edited(short, tmp_path / "slow", slowed(2.0))
+    proc = cli(str(short), str(slow))
+    assert proc.returncode == EXIT_OK
+    assert "slower, too few rounds" in proc.stdout
+    assert "3 vs 3 rounds the smallest p a Mann-Whitney test can give is 0.050" in proc.stdout
+    assert "NOT counted as regressions" in proc.stdout
+    assert "--repeat" in proc.stdout
+    assert compare.min_p_value(3, 3) == pytest.approx(0.05)
+    assert compare.min_p_value(5, 5) < compare.ALPHA < compare.min_p_value(4, 4)
+
+
+def test_missing_baseline_is_exit_3_and_missing_current_exit_2(tmp_path):
+    proc = cli(str(tmp_path / "baseline.json"), "0002")
+    assert proc.returncode == EXIT_MISSING_BASELINE
+    assert "baseline.json: no such file" in proc.stderr
+    assert cli("0009", "0002").returncode == EXIT_MISSING_BASELINE
+    proc = cli("0001", str(tmp_path / "current.json"))
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert "current.json" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("", "empty file"),
+        ('{"benchmarks": [', "not valid JSON"),
+        ('{"created": 1.0, "tests": []}', "not a pytest-benchmark run"),
+        ("NO_ROUNDS", "no round data (stats.data)"),
+    ],
+)
+def test_unusable_files_exit_2_naming_the_file(tmp_path, content, problem, capsys):
+    from tf2bench.cli import main
+
+    if content == "NO_ROUNDS":
+        path = edited(fixture("0002"), tmp_path, lambda d: [b["stats"].pop("data") for b in d["benchmarks"]])
+    else:
+        path = tmp_path / "run.json"
+        path.write_text(content)
+    for args in ([str(path), "0002"], ["0001", str(path)]):  # as baseline, then as current
+        assert main(["compare", "--storage", str(STORAGE), *args]) == EXIT_BAD_INPUT
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("tf2bench: error: ")
+        assert str(path) in line
+        assert problem in line
+
+
+def test_no_common_benchmarks_is_bad_input():
+    proc = cli("0001", "0003")
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert "no common benchmarks" in proc.stderr
+    assert "mnist/functional/fit" in proc.stderr
+
+
+def test_threshold_must_be_a_positive_percentage():
+    base = runs.load(fixture("0001"))
+    with pytest.raises(BadInputError, match="--threshold"):
+        compare.compare(base, base, threshold_pct=0)
+    from tf2bench.cli import main
+
+    assert main(["compare", "0001", "0002", "--threshold", "ten"]) == EXIT_BAD_INPUT

@@ -1,0 +1,190 @@
+"""`tf2bench report | compare`: read saved suite runs, print tables, return an exit code.
+
+Never imports TensorFlow: reading results must be quick and work on a CI box without it.
+Each subcommand is one ``add_parser`` call plus a ``run(args) -> int`` function; add a
+new one by appending to SUBCOMMANDS.
+
+Exit codes (tf2bench.errors): 0 fine; 1 a regression or an accuracy failure; 2 bad input
+(unreadable or foreign file, no common benchmarks, bad option); 3 baseline missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Tf2benchError
+
+PROG = "tf2bench"
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of percent such as 10 or 10%, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+# ---- report -------------------------------------------------------------------------------------------------------
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="tables, speed-ups, accuracy verdicts and charts from saved runs",
+        description="Report saved suite runs: results/reports/<run-id>/report.{md,csv,html} plus a summary here. "
+        "Exit 1 if a variant other than tutorial is not equivalent to fit in accuracy, 2 on bad input.",
+    )
+    p.add_argument("paths", nargs="*", help="run files, directories, globs or run numbers (default: the newest run)")
+    p.add_argument("--storage", type=Path, default=Path("results/benchmarks"), help="where run numbers are looked up")
+    p.add_argument("--out", type=Path, default=Path("results/reports"), help="reports go to OUT/<run-id>/")
+    p.add_argument(
+        "--tolerance",
+        type=_percent,
+        default=1.0,
+        help="accuracy equivalence tolerance, percentage points (default 1; with several seeds at least 3x "
+        "fit's seed-to-seed std)",
+    )
+    p.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from tf2bench import report, runs
+
+    loaded, errors = runs.load_many(args.paths, args.storage)
+    for exc in errors:
+        _err(str(exc))
+    if not loaded:
+        return EXIT_BAD_INPUT
+    df = report.build(loaded, args.tolerance)
+    written = report.write(df, loaded, args.out)
+    print(report.text_table(report.summary(df)))
+    for line in report.notes(df, loaded):
+        print(f"note: {line}")
+    failed = report.failures(df)
+    for line in failed:
+        print(f"FAILED: {line}")
+    names = ", ".join(p.name for p in written.files if p.name != "sources.json")
+    print(f"wrote {written.directory}/: {names}")
+    if errors:
+        _err(f"{len(errors)} input(s) could not be used (see above); the report covers the other {len(loaded)} run(s)")
+    if failed:
+        return EXIT_FAILED
+    return EXIT_BAD_INPUT if errors else EXIT_OK
+
+
+# ---- compare ------------------------------------------------------------------------------------------------------
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="regression gate: baseline run vs current run",
+        description="Compare two saved runs benchmark by benchmark. A regression is a slowdown beyond --threshold "
+        "that a one-sided Mann-Whitney U test on the per-round times finds significant (p < 0.01). "
+        "Exit 0 no regression, 1 regression, 2 bad input, 3 baseline missing.",
+    )
+    p.add_argument("baseline", help="baseline run: a file, or a run number under --storage")
+    p.add_argument(
+        "current", nargs="?", help="current run: a file, or a run number (default: the newest under --storage)"
+    )
+    p.add_argument("--storage", type=Path, default=Path("results/benchmarks"), help="where run numbers are looked up")
+    p.add_argument("--threshold", type=_percent, default=10.0, help="slowdown that counts, percent (default 10)")
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="compare speed-ups vs fit of the same run instead of absolute samples/s (for baselines from another "
+        "machine)",
+    )
+    p.set_defaults(run=run_compare)
+
+
+def _one(spec: str, storage: Path, role: str, missing: type) -> Path:
+    from tf2bench import runs
+
+    paths = runs.resolve(spec, storage, missing=missing)
+    if len(paths) != 1:
+        raise runs.RunFileError(spec, f"the {role} must be one run, this names {len(paths)}")
+    return paths[0]
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from tf2bench import compare, report, runs
+
+    base = runs.load(_one(args.baseline, args.storage, "baseline", runs.MissingBaselineError), True)
+    current = _one(args.current, args.storage, "current run", runs.MissingRunError) if args.current else None
+    cur = runs.load(current or runs.newest(args.storage), True)
+    result = compare.compare(base, cur, args.threshold, args.normalize)
+    what = "speed-up vs fit of the same run" if args.normalize else "samples/s, median of pooled rounds"
+    print(
+        f"baseline {base.path}\ncurrent  {cur.path}\n({what}; time change + = slower; threshold {args.threshold:g}%,"
+        f" p < {compare.ALPHA:g}, one-sided Mann-Whitney U)"
+    )
+    print(report.text_table(compare.formatted(result)))
+    for line in result.notes:
+        print(f"note: {line}")
+    bad = result.regressions
+    for r in bad.itertuples():
+        print(f"REGRESSION: {r.benchmark} is {r.change_pct:.1f}% slower (p = {r.p_value:.4f})")
+    if len(bad):
+        return EXIT_FAILED
+    print("no regression")
+    return EXIT_OK
+
+
+# ---- tensorboard --------------------------------------------------------------------------------------------------
+
+
+def add_tensorboard(sub: argparse._SubParsersAction) -> None:
+    from tf2bench import tb
+
+    p = sub.add_parser(
+        "tensorboard",
+        help="serve profiler traces (pytest bench --profile) with TensorBoard on 127.0.0.1",
+        description="Serve a run's profiler traces, one TensorBoard run per benchmark, on 127.0.0.1; prints the URL.",
+    )
+    tb.add_arguments(p)
+    p.set_defaults(run=lambda args: tb.serve(args.logdir, args.port))
+
+
+# ---- dispatch -----------------------------------------------------------------------------------------------------
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_report, add_compare, add_tensorboard]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="tf2bench: report and gate saved benchmark runs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tf2bench`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        return args.run(args)
+    except Tf2benchError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

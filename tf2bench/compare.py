@@ -1,0 +1,233 @@
+"""Baseline vs current run: which benchmarks got slower, beyond a threshold and beyond noise.
+
+A regression needs both: a slowdown larger than the threshold (time per sample, median
+over rounds) *and* a one-sided Mann-Whitney U test on the per-round figures with
+p < 0.01 (current slower than baseline). Repeats and seeds of a benchmark are pooled,
+so ``--repeat`` buys rounds. With ``normalize`` each round is expressed relative to
+``fit`` of the same workload, api, run, repeat and seed: a uniformly slower machine
+then changes nothing, which is what lets a baseline from another machine gate a run.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from math import comb
+
+import pandas as pd
+
+from tf2bench.errors import BadInputError
+from tf2bench.runs import SavedRun, round_throughputs
+
+DEFAULT_THRESHOLD_PCT = 10.0
+ALPHA = 0.01
+
+REGRESSION = "REGRESSION"
+SLOWER_NOISE = "slower, not significant"
+SLOWER_UNTESTABLE = "slower, too few rounds"
+FASTER = "faster"
+FASTER_NOISE = "faster, not significant"
+OK = "ok"
+REFERENCE = "reference (fit)"
+
+Key = tuple[str, str, str]  # workload, api, variant
+
+
+@dataclass
+class Comparison:
+    """The per-benchmark table plus what a reader must be told about it."""
+
+    table: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        return self.table[self.table["verdict"] == REGRESSION]
+
+
+def min_p_value(n: int, m: int) -> float:
+    """The smallest one-sided p an exact Mann-Whitney U test can return for samples of n and m."""
+    return 1.0 / comb(n + m, n)
+
+
+def _costs(run: SavedRun, normalize: bool) -> tuple[dict[Key, list[float]], list[Key]]:
+    """Per-round cost of every benchmark, pooled over repeats and seeds: higher = slower.
+
+    Absolute: seconds per sample. Normalised: fit's median throughput (same run, repeat,
+    seed, workload, api) / the round's throughput, i.e. how many times fit's time it took.
+    """
+    fit: dict[tuple, float] = {}
+    for bench in run.benchmarks:
+        info = bench["extra_info"]
+        if info["variant"] == "fit":
+            tput = round_throughputs(bench)
+            if tput:
+                fit[(info["workload"], info["api"], info.get("repeat", 0), info.get("seed", 0))] = statistics.median(
+                    tput
+                )
+    costs: dict[Key, list[float]] = defaultdict(list)
+    unnormalizable: list[Key] = []
+    for bench in run.benchmarks:
+        info = bench["extra_info"]
+        key = (info["workload"], info["api"], info["variant"])
+        tput = round_throughputs(bench)
+        if not normalize:
+            costs[key] += [1.0 / t for t in tput]
+            continue
+        ref = fit.get((info["workload"], info["api"], info.get("repeat", 0), info.get("seed", 0)))
+        if ref is None:
+            unnormalizable.append(key)
+        else:
+            costs[key] += [ref / t for t in tput]
+    return dict(costs), list(dict.fromkeys(unnormalizable))
+
+
+def compare(
+    baseline: SavedRun,
+    current: SavedRun,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+    normalize: bool = False,
+    alpha: float = ALPHA,
+) -> Comparison:
+    """Benchmark-by-benchmark verdicts; raises BadInputError when nothing can be compared."""
+    from scipy.stats import mannwhitneyu
+
+    if not (threshold_pct > 0 and math.isfinite(threshold_pct)):
+        raise BadInputError(f"--threshold must be a positive percentage, got {threshold_pct!r}")
+    base, base_skip = _costs(baseline, normalize)
+    cur, cur_skip = _costs(current, normalize)
+    common = [k for k in base if k in cur]
+    notes: list[str] = []
+    if not common:
+        what = (
+            "benchmarks with a fit in the same run (--normalize needs fit in both runs)" if normalize else "benchmarks"
+        )
+        raise BadInputError(
+            f"no common {what} between {baseline.path} ({_names(base)}) and {current.path} ({_names(cur)})"
+        )
+    rows, untestable = [], []
+    limit = threshold_pct / 100.0
+    for key in common:
+        b, c = base[key], cur[key]
+        unit = "x fit" if normalize else "samples/s"
+        b_val, c_val = 1.0 / statistics.median(b), 1.0 / statistics.median(c)
+        slowdown = statistics.median(c) / statistics.median(b) - 1.0  # time per sample: + is slower
+        row = {
+            "benchmark": "/".join(key),
+            "rounds": f"{len(b)}/{len(c)}",
+            "baseline": b_val,
+            "current": c_val,
+            "unit": unit,
+            "change_pct": 100.0 * slowdown,
+            "p_value": math.nan,
+            "verdict": OK,
+        }
+        if normalize and key[2] == "fit":
+            row["verdict"] = REFERENCE
+        elif slowdown > limit:
+            reachable = min_p_value(len(b), len(c)) < alpha
+            row["p_value"] = float(mannwhitneyu(c, b, alternative="greater").pvalue)
+            if row["p_value"] < alpha:
+                row["verdict"] = REGRESSION
+            elif reachable:
+                row["verdict"] = SLOWER_NOISE
+            else:
+                row["verdict"] = SLOWER_UNTESTABLE
+                untestable.append((key, len(b), len(c)))
+        elif slowdown < -limit:
+            row["p_value"] = float(mannwhitneyu(c, b, alternative="less").pvalue)
+            row["verdict"] = FASTER if row["p_value"] < alpha else FASTER_NOISE
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if untestable:
+        n, m = min((x[1], x[2]) for x in untestable)
+        need = next(k for k in range(2, 100) if min_p_value(k, k) < alpha)
+        notes.append(
+            f"{len(untestable)} benchmark(s) slowed by more than {threshold_pct:g}% but cannot be tested: with "
+            f"{n} vs {m} rounds the smallest p a Mann-Whitney test can give is {min_p_value(n, m):.3f}, not "
+            f"< {alpha:g}. They are NOT counted as regressions. Give each side at least {need} rounds: run the "
+            f"suite with --repeat N (rounds of repeats are pooled) or --rounds {need}."
+        )
+    only_base = [k for k in base if k not in cur]
+    only_cur = [k for k in cur if k not in base]
+    if only_base:
+        notes.append(f"only in the baseline (not compared): {_names(only_base)}")
+    if only_cur:
+        notes.append(f"only in the current run (not compared): {_names(only_cur)}")
+    for run, skipped in ((baseline, base_skip), (current, cur_skip)):
+        if skipped:
+            notes.append(f"{run.path}: no fit to normalise against for {_names(skipped)} (not compared)")
+    notes += _config_notes(baseline, current, common, normalize)
+    repeats = min(_repeats(baseline), _repeats(current))
+    if repeats < 3:
+        notes.append(
+            f"{repeats} repeat(s) per benchmark: rounds of one repeat run back to back, so a load change between "
+            "the two runs (or during fit's benchmark, with --normalize) shifts every round alike and the test cannot "
+            "tell it from a code change. Gate on a quiet, dedicated runner and interleave with --repeat 3 or more."
+        )
+    return Comparison(table, notes)
+
+
+def _repeats(run: SavedRun) -> int:
+    """The fewest repeats any benchmark of the run has."""
+    seen: dict[Key, set] = defaultdict(set)
+    for bench in run.benchmarks:
+        info = bench["extra_info"]
+        seen[(info["workload"], info["api"], info["variant"])].add(info.get("repeat", 0))
+    return min(len(v) for v in seen.values())
+
+
+def _names(keys: object) -> str:
+    return ", ".join("/".join(k) for k in keys) or "none"
+
+
+def _config_notes(baseline: SavedRun, current: SavedRun, common: list[Key], normalize: bool) -> list[str]:
+    """Differences in set-up that make absolute figures incomparable: say so rather than guess."""
+
+    def settings(run: SavedRun) -> dict[Key, dict]:
+        out = {}
+        for bench in run.benchmarks:
+            info = bench["extra_info"]
+            ds = info.get("dataset") or {}
+            dev = info.get("device") or {}
+            out[(info["workload"], info["api"], info["variant"])] = {
+                "batch size": info.get("batch_size"),
+                "steps per round": info.get("steps"),
+                "data": f"{ds.get('source')} {ds.get('train_size')}",
+                "device": f"{dev.get('kind')} {dev.get('name')}",
+                "jit_compile": info.get("jit_compile"),
+            }
+        return out
+
+    b, c = settings(baseline), settings(current)
+    diffs: dict[str, set] = defaultdict(set)
+    for key in common:
+        for name, value in b[key].items():
+            if c[key][name] != value:
+                diffs[name].add((str(value), str(c[key][name])))
+    notes = []
+    for name, pairs in diffs.items():
+        text = "; ".join(f"{x} -> {y}" for x, y in sorted(pairs))
+        advice = " (absolute figures do not travel between devices: use --normalize)" if name == "device" else ""
+        if not (name == "device" and normalize):
+            notes.append(f"{name} differs between baseline and current: {text}{advice}")
+    return notes
+
+
+def formatted(cmp: Comparison) -> pd.DataFrame:
+    """The table as printed: baseline, current, change, p-value, verdict."""
+    t = cmp.table
+    fmt = [(lambda v, u=u: f"{v:.3f}x" if u == "x fit" else f"{v:,.1f}/s") for u in t["unit"]]
+    return pd.DataFrame(
+        {
+            "benchmark": t["benchmark"],
+            "rounds b/c": t["rounds"],
+            "baseline": [f(v) for f, v in zip(fmt, t["baseline"], strict=True)],
+            "current": [f(v) for f, v in zip(fmt, t["current"], strict=True)],
+            "time change": [f"{v:+.1f}%" for v in t["change_pct"]],
+            "p-value": ["-" if math.isnan(p) else f"{p:.4f}" for p in t["p_value"]],
+            "verdict": t["verdict"],
+        }
+    )
