@@ -57,6 +57,15 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in-process (same code path as the console script, without paying for a new interpreter)."""
+    from tf2bench.cli import main
+
+    rc = main(["compare", "--storage", str(STORAGE), *args])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
 def verdicts(result: compare.Comparison) -> dict[str, str]:
     return dict(zip(result.table["benchmark"].str.split("/").str[-1], result.table["verdict"], strict=True))
 
@@ -73,10 +82,9 @@ def test_an_aa_pair_of_real_runs_is_not_flagged():
 
 
 def test_current_defaults_to_the_newest_run(capsys):
-    from tf2bench.cli import main
-
-    assert main(["compare", "--storage", str(STORAGE), "0001"]) == EXIT_OK
-    assert f"current  {fixture('0002')}" in capsys.readouterr().out
+    rc, out, _ = run_main(capsys, "0001")
+    assert rc == EXIT_OK
+    assert f"current  {fixture('0002')}" in out
 
 
 def test_a_slowed_down_copy_is_flagged_exit_1(tmp_path):
@@ -112,7 +120,7 @@ def test_normalize_ignores_a_uniformly_slower_machine_but_catches_one_slower_loo
     assert list(result.regressions["benchmark"]) == ["cifar100/functional/tf_function"]
 
 
-def test_too_few_rounds_says_so_and_what_to_do(tmp_path):
+def test_too_few_rounds_says_so_and_what_to_do(tmp_path, capsys):
     def three_rounds_one_repeat(doc):
         doc["benchmarks"] = [b for b in doc["benchmarks"] if b["extra_info"]["repeat"] == 0]
         for b in doc["benchmarks"]:
@@ -120,24 +128,24 @@ def test_too_few_rounds_says_so_and_what_to_do(tmp_path):
 
     short = edited(fixture("0001"), tmp_path / "base", three_rounds_one_repeat)
     slow = edited(short, tmp_path / "slow", slowed(2.0))
-    proc = cli(str(short), str(slow))
-    assert proc.returncode == EXIT_OK
-    assert "slower, too few rounds" in proc.stdout
-    assert "3 vs 3 rounds the smallest p a Mann-Whitney test can give is 0.050" in proc.stdout
-    assert "NOT counted as regressions" in proc.stdout
-    assert "--repeat" in proc.stdout
+    rc, out, _ = run_main(capsys, str(short), str(slow))
+    assert rc == EXIT_OK
+    assert "slower, too few rounds" in out
+    assert "3 vs 3 rounds the smallest p a Mann-Whitney test can give is 0.050" in out
+    assert "NOT counted as regressions" in out
+    assert "--repeat" in out
     assert compare.min_p_value(3, 3) == pytest.approx(0.05)
     assert compare.min_p_value(5, 5) < compare.ALPHA < compare.min_p_value(4, 4)
 
 
-def test_missing_baseline_is_exit_3_and_missing_current_exit_2(tmp_path):
+def test_missing_baseline_is_exit_3_and_missing_current_exit_2(tmp_path, capsys):
     proc = cli(str(tmp_path / "baseline.json"), "0002")
     assert proc.returncode == EXIT_MISSING_BASELINE
     assert "baseline.json: no such file" in proc.stderr
-    assert cli("0009", "0002").returncode == EXIT_MISSING_BASELINE
-    proc = cli("0001", str(tmp_path / "current.json"))
-    assert proc.returncode == EXIT_BAD_INPUT
-    assert "current.json" in proc.stderr
+    assert run_main(capsys, "0009", "0002")[0] == EXIT_MISSING_BASELINE
+    rc, _, err = run_main(capsys, "0001", str(tmp_path / "current.json"))
+    assert rc == EXIT_BAD_INPUT
+    assert "current.json: no such file" in err
 
 
 @pytest.mark.parametrize(
@@ -165,11 +173,11 @@ def test_unusable_files_exit_2_naming_the_file(tmp_path, content, problem, capsy
         assert problem in line
 
 
-def test_no_common_benchmarks_is_bad_input():
-    proc = cli("0001", "0003")
-    assert proc.returncode == EXIT_BAD_INPUT
-    assert "no common benchmarks" in proc.stderr
-    assert "mnist/functional/fit" in proc.stderr
+def test_no_common_benchmarks_is_bad_input(capsys):
+    rc, _, err = run_main(capsys, "0001", "0003")
+    assert rc == EXIT_BAD_INPUT
+    assert "no common benchmarks" in err
+    assert "mnist/functional/fit" in err
 
 
 def test_threshold_must_be_a_positive_percentage():

@@ -25,10 +25,10 @@ import pandas as pd
 
 from tf2bench.errors import BadInputError
 from tf2bench.runs import SavedRun, round_seconds, round_throughputs
+from tf2bench.timing import NOISY_CV  # stdlib-only module: no TensorFlow import
 
 DEFAULT_OUT = Path("results") / "reports"
 DEFAULT_TOLERANCE_PP = 1.0
-NOISY_CV = 0.05  # same threshold as tf2bench.timing (not imported: it pulls in nothing heavy, but stays decoupled)
 EXPECTED_FAILURES = {"tutorial": "expected: the tutorial's loop trains on 1/32 of the samples"}
 KEYS = ["run", "workload", "api", "variant"]
 NO_FAILURES = "no unexpected accuracy failure: every variant is equivalent to fit, or an expected failure"
@@ -75,34 +75,32 @@ def _provenance(ds: dict[str, Any]) -> str:
     return text + (" subset" if ds.get("subset") else "")
 
 
-def _pool(group: pd.DataFrame) -> pd.Series:
+def _pool(group: pd.DataFrame) -> dict[str, Any]:
     tput = [t for ts in group["round_tput"] for t in ts]
     step_ms = [s for ss in group["round_step_ms"] for s in ss]
     per_seed = group.groupby("seed")["test_accuracy"].mean()
     first = group.iloc[0]
-    return pd.Series(
-        {
-            "benchmarks": len(group),
-            "seeds": int(group["seed"].nunique()),
-            "repeats": int(group["repeat"].nunique()),
-            "rounds": len(tput),
-            "samples_per_sec": statistics.median(tput) if tput else math.nan,
-            "samples_per_sec_min": min(tput) if tput else math.nan,
-            "samples_per_sec_max": max(tput) if tput else math.nan,
-            "cv": statistics.stdev(step_ms) / statistics.fmean(step_ms) if len(step_ms) > 1 else 0.0,
-            "step_time_ms": statistics.median(step_ms) if step_ms else math.nan,
-            "step_time_ms_p90": _percentile(step_ms, 90),
-            "first_step_s": float(group["first_step_s"].median()),
-            "test_accuracy": float(per_seed.mean()),
-            "test_accuracy_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan,
-            "round_step_ms": step_ms,
-            "batch_size": first["batch_size"],
-            "dataset": first["dataset"],
-            "dataset_note": first["dataset_note"],
-            "device": first["device"],
-            "preset": first["preset"],
-        }
-    )
+    return {
+        "benchmarks": len(group),
+        "seeds": int(group["seed"].nunique()),
+        "repeats": int(group["repeat"].nunique()),
+        "rounds": len(tput),
+        "samples_per_sec": statistics.median(tput) if tput else math.nan,
+        "samples_per_sec_min": min(tput) if tput else math.nan,
+        "samples_per_sec_max": max(tput) if tput else math.nan,
+        "cv": statistics.stdev(step_ms) / statistics.fmean(step_ms) if len(step_ms) > 1 else 0.0,
+        "step_time_ms": statistics.median(step_ms) if step_ms else math.nan,
+        "step_time_ms_p90": _percentile(step_ms, 90),
+        "first_step_s": float(group["first_step_s"].median()),
+        "test_accuracy": float(per_seed.mean()),
+        "test_accuracy_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan,
+        "round_step_ms": step_ms,
+        "batch_size": first["batch_size"],
+        "dataset": first["dataset"],
+        "dataset_note": first["dataset_note"],
+        "device": first["device"],
+        "preset": first["preset"],
+    }
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -119,8 +117,8 @@ def build(runs: Sequence[SavedRun], tolerance_pp: float = DEFAULT_TOLERANCE_PP) 
     if not tolerance_pp >= 0:
         raise BadInputError(f"--tolerance must be >= 0 percentage points, got {tolerance_pp!r}")
     raw = benchmark_rows(runs)
-    order = {k: list(dict.fromkeys(raw[k])) for k in KEYS}  # keep the suite's order
-    df = raw.groupby(KEYS, sort=False).apply(_pool, include_groups=False).reset_index()
+    groups = raw.groupby(KEYS, sort=False)  # rows in the suite's order (first appearance)
+    df = pd.DataFrame([{**dict(zip(KEYS, key, strict=True)), **_pool(grp)} for key, grp in groups])
     fit = df[df["variant"] == "fit"].set_index(["run", "workload", "api"])
     idx = pd.MultiIndex.from_frame(df[["run", "workload", "api"]])
     fit_tput = fit["samples_per_sec"].reindex(idx).to_numpy()
@@ -134,11 +132,6 @@ def build(runs: Sequence[SavedRun], tolerance_pp: float = DEFAULT_TOLERANCE_PP) 
     verdicts = [_verdict(r) for r in df.itertuples()]
     df["verdict"] = [v for v, _ in verdicts]
     df["verdict_note"] = [n for _, n in verdicts]
-    for key in KEYS:
-        df[key] = pd.Categorical(df[key], categories=order[key], ordered=True)
-    df = df.sort_values(KEYS, kind="stable").reset_index(drop=True)
-    for key in KEYS:
-        df[key] = df[key].astype(str)
     return df
 
 
@@ -290,7 +283,8 @@ def charts(df: pd.DataFrame) -> dict[str, bytes]:
         labels = [
             f"{r.api[:4]} {r.variant}" + (f" {r.run[:4]}" if df["run"].nunique() > 1 else "") for r in sub.itertuples()
         ]
-        ax.boxplot(list(sub["round_step_ms"]), tick_labels=labels)
+        ax.boxplot(list(sub["round_step_ms"]))
+        ax.set_xticks(range(1, len(labels) + 1), labels)
         ax.set_yscale("log")
         ax.set_ylabel("step time per round, ms (log)")
         ax.set_title(f"{workload}: step-time spread over rounds")
