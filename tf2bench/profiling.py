@@ -123,11 +123,16 @@ def profile_window(logdir: Path, train: Callable[[], T]) -> tuple[T, dict[str, A
         with contextlib.suppress(Exception):  # the training error is the one to report
             _stop()
         raise
+    trace = None
     try:
         _stop()
-        summary = summarise(find_trace(logdir, since))
+        trace = find_trace(logdir, since)
+        summary = summarise(trace)
     except Exception as exc:  # a benchmark's timings outlive a failed trace or conversion
-        return result, {"error": f"{type(exc).__name__}: {exc}", "trace_dir": str(logdir)}
+        failed = {"error": f"{type(exc).__name__}: {exc}", "trace_dir": str(logdir)}
+        if trace is not None:  # still worth opening in the trace viewer
+            failed["trace_path"] = str(trace)
+        return result, failed
     return result, {"trace_dir": str(logdir), **summary}
 
 
@@ -163,7 +168,11 @@ def summarise_input_pipeline(tables: list[dict[str, Any]]) -> dict[str, Any]:
         raise ProfileError("xprof's input_pipeline_analyzer has no step-time table")
     steps = _rows(table)
     if not steps or not sum(float(s["stepTimeMs"]) for s in steps) > 0:
-        raise ProfileError("no step time measured: the trace has no marked steps (Trace(..., step_num=i, _r=1))")
+        raise ProfileError(
+            "no step time measured: xprof found no marked steps. Each step must run inside "
+            "Trace(..., step_num=i, _r=1); on CPU xprof also counts no step whose graph runs a loop "
+            "(several steps per call: fit's steps_per_execution > 1, a tf.range loop in a tf.function)"
+        )
     out: dict[str, Any] = {"steps_measured": len(steps)}
     for col, key in STEP_COLUMNS.items():
         values = [float(s[col] or 0.0) for s in steps]
