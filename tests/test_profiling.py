@@ -82,6 +82,13 @@ def test_tensorboard_command_refuses_a_missing_logdir(tmp_path, capsys):
     assert tensorboard_main(["--logdir", str(tmp_path), "--port", "70000"]) == EXIT_BAD_INPUT
 
 
+def test_cli_dispatches_the_tensorboard_command(tmp_path, capsys):
+    from tf2bench.cli import main
+
+    assert main(["tensorboard", "--logdir", str(tmp_path / "nothing")]) == EXIT_BAD_INPUT
+    assert "no traces at" in capsys.readouterr().err
+
+
 # --- the suite with --profile -------------------------------------------------------------
 
 
