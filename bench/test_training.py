@@ -9,16 +9,24 @@ evaluation runs after them. With ``--profile`` an untimed, profiled window of
 
 from __future__ import annotations
 
+import warnings
+
+import pytest
+
+from tf2bench.errors import NoisyMeasurementWarning, UnsupportedError
 from tf2bench.profiling import run_name
 from tf2bench.runner import BenchmarkRun
-from tf2bench.timing import BENCH_CLOCK
+from tf2bench.timing import BENCH_CLOCK, NOISY_CV
 from tf2bench.workloads import get_workload
 
 
 def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir):
     workload = get_workload(case.workload)
     config = suite.run_config(case.workload, case.seed)
-    run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config)
+    try:
+        run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config)
+    except UnsupportedError as exc:  # e.g. a precision this device cannot run: say why, run the rest
+        pytest.skip(str(exc))
     run.warmup()
     benchmark.group = f"{case.workload}-{case.api}"
     benchmark.pedantic(lambda: BENCH_CLOCK.advance(run.window()), rounds=run.rounds, iterations=1)
@@ -30,3 +38,11 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir)
     info["repeat"] = case.repeat
     benchmark.extra_info.update(info)
     report_progress(info)
+    if info["noisy"]:
+        warnings.warn(
+            NoisyMeasurementWarning(
+                f"{case.id}: rounds vary by {100 * info['cv']:.1f}% (CV > {100 * NOISY_CV:.0f}%); "
+                "use --repeat or --preset rigorous before trusting this figure"
+            ),
+            stacklevel=1,
+        )

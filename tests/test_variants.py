@@ -14,7 +14,10 @@ from tf2bench.variants import VARIANTS, BatchPlan, RunConfig, get_variant
 from tf2bench.workloads import get_workload
 
 CIFAR = get_workload("cifar100")
-EQUIVALENT = ("fit", "eager", "tf_function", "tf_data")
+EQUIVALENT = ("fit", "eager", "tf_function", "tf_data", "fit_spe", "graph_loop")  # agree with fit to 1e-5
+XLA_TOLERANCE = 1e-4  # XLA fuses and reorders float32 math: measured 5.3e-6 relative after 12 steps
+MIXED_MIN_COSINE = 0.9  # bfloat16 keeps ~3 digits: the weight *updates* must point the same way (measured 0.97)
+MIXED_MIN_AGREEMENT = 0.9  # ... and the trained models must predict the same class for most test samples
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,80 @@ def test_loops_agree_after_identical_batches(tiny, api):
     assert max_relative_difference(runs["tutorial"].model.get_weights(), reference) > 1e-3
 
 
+def flat_update(run):
+    """All weights' change from the (shared, seeded) initial model, as one vector."""
+    from tf2bench import models
+
+    start = models.build(CIFAR, run.api, run.config.seed).get_weights()
+    return np.concatenate([(w - w0).ravel() for w, w0 in zip(run.model.get_weights(), start, strict=True)])
+
+
+def predictions(run, x):
+    return np.argmax(np.asarray(run.model(x, training=False)), axis=-1)
+
+
+@pytest.mark.slow
+def test_xla_and_mixed_loops_learn_the_same_function(tiny):
+    import keras
+
+    runs = {v: train(v, tiny) for v in ("fit", "xla", "fit_xla", "mixed")}
+    reference = runs["fit"].model.get_weights()
+    for v in ("xla", "fit_xla"):
+        diff = max_relative_difference(runs[v].model.get_weights(), reference)
+        assert diff <= XLA_TOLERANCE, f"{v} differs from fit by {diff:.2e} (relative)"
+    mixed, fit = runs["mixed"], runs["fit"]
+    assert mixed.model.dtype_policy.name.startswith("mixed_")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    assert mixed.init_fingerprint == fit.init_fingerprint  # float32 variables, same start
+    u, ref = flat_update(mixed), flat_update(fit)
+    cosine = float(u @ ref / (np.linalg.norm(u) * np.linalg.norm(ref)))
+    assert cosine >= MIXED_MIN_COSINE, f"mixed precision updates diverge from fit's: cosine {cosine:.3f}"
+    agreement = float(np.mean(predictions(mixed, tiny.x_test) == predictions(fit, tiny.x_test)))
+    assert agreement >= MIXED_MIN_AGREEMENT, f"mixed and fit predict the same class for only {agreement:.0%}"
+    assert mixed.result()["test_accuracy"] == pytest.approx(fit.result()["test_accuracy"], abs=0.1)
+    assert all(r.variant.trace_count() == 1 for r in (runs["xla"], mixed))
+
+
+@pytest.mark.slow
+def test_new_loops_compile_once_and_record_their_settings(tiny):
+    spe = train("fit_spe", tiny).result()
+    assert spe["steps_per_execution"] == 5  # one window's steps (cap 200)
+    block = train("graph_loop", tiny)
+    assert block.variant.trace_count() == 1  # the block length is a tensor: warm-up and windows share a trace
+    assert block.result()["traces"] == 1
+
+
+def test_dtype_policy_is_restored_even_on_error():
+    import keras
+
+    from tf2bench.variants import dtype_policy
+
+    def build_fails():
+        with dtype_policy("mixed_bfloat16"):
+            seen.append(keras.mixed_precision.global_policy().name)
+            raise RuntimeError("build failed")
+
+    before, seen = keras.mixed_precision.global_policy().name, []
+    with pytest.raises(RuntimeError, match="build failed"):
+        build_fails()
+    assert seen == ["mixed_bfloat16"]
+    assert keras.mixed_precision.global_policy().name == before
+
+
+def test_an_unsupported_precision_is_reported_not_crashed(monkeypatch):
+    import tensorflow as tf
+
+    from tf2bench import variants
+    from tf2bench.errors import UnsupportedError
+
+    def no_kernel(*args, **kwargs):
+        raise tf.errors.NotFoundError(None, None, "no Conv2D kernel for bfloat16")
+
+    monkeypatch.setattr(tf.nn, "conv2d", no_kernel)
+    with pytest.raises(UnsupportedError, match="mixed_bfloat16 does not run on this device"):
+        variants.check_policy_supported("mixed_bfloat16")
+
+
 @pytest.mark.slow
 def test_result_records_every_key(tiny):
     run = train("tf_function", tiny)
@@ -60,6 +137,9 @@ def test_result_records_every_key(tiny):
     ):  # fmt: skip
         assert key in info, key
     assert info["traces"] == 1  # compiled once: no retracing across windows
+    assert info["gflops_per_sec"] == pytest.approx(info["flops_per_sample"] * info["samples_per_sec"] / 1e9)
+    assert info["mfu"] == pytest.approx(info["gflops_per_sec"] / info["peak_gflops"])
+    assert 0 < info["mfu"] < 2  # a measured peak: above 1 only if the matmul run was badly disturbed
     assert info["samples_per_sec"] > 0
     assert info["first_step_s"] > 0
     assert info["device"]["kind"] == "CPU"

@@ -69,3 +69,9 @@ def check_positive_int(name: str, value: object) -> int:
     if as_int <= 0:
         raise BadInputError(f"{name} must be a positive integer, got {value!r}")
     return as_int
+
+
+class UnsupportedError(Tf2benchError):
+    """A training loop cannot run on this machine (e.g. a precision the device lacks); the suite skips it."""
+
+    exit_code = EXIT_FAILED

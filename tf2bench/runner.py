@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tf2bench import envinfo, models, profiling
+from tf2bench import envinfo, models, peak, profiling
 from tf2bench.data import Dataset
 from tf2bench.errors import DivergedError
 from tf2bench.timing import window_stats
@@ -44,7 +44,8 @@ class BenchmarkRun:
 
         self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
         variant_cls = get_variant(variant)  # unknown names fail before any work
-        self.model = models.build(workload, api, config.seed)
+        with variant_cls.model_scope():  # e.g. a mixed-precision policy, restored on leaving
+            self.model = models.build(workload, api, config.seed)
         self.init_fingerprint = models.weights_fingerprint(self.model)
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
         optimizer = keras.optimizers.Adam(learning_rate=workload.learning_rate)
@@ -121,6 +122,8 @@ class BenchmarkRun:
         stats = window_stats([w.seconds for w in self.windows], [n] * len(self.windows), samples)
         acc, loss = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
         flops = models.flops_per_sample(self.workload)
+        device_peak = peak.peak()  # measured once per process, on this device
+        gflops, mfu = peak.mfu(flops.train, stats.samples_per_sec, device_peak.gflops)
         setups = [w.setup_s for w in self.windows]
         return {
             "workload": self.workload.name,
@@ -156,10 +159,15 @@ class BenchmarkRun:
             "params": models.param_count(self.model),
             "flops_per_sample": flops.train,
             "flops_per_sample_forward": flops.forward,
+            "gflops_per_sec": gflops,  # training FLOPs (flops_per_sample) x samples_per_sec
+            "mfu": mfu,  # gflops_per_sec / the fp32 matmul peak measured in this run
+            "peak_gflops": device_peak.gflops,
+            "peak_matmul_n": device_peak.n,
             "init_fingerprint": self.init_fingerprint,
             "final_fingerprint": models.weights_fingerprint(self.model),
             "device": envinfo.device(),
             "peak_memory_bytes": envinfo.peak_memory_bytes(),
             "profile": self.profile_summary,
+            **self.variant.info(),
             **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
         }

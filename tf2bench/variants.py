@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from tf2bench.errors import BadInputError
+from tf2bench.errors import BadInputError, UnsupportedError
 from tf2bench.registry import Registry
 from tf2bench.timing import Stopwatch, sync_devices
 
@@ -83,7 +83,8 @@ def train_step(model: Any, optimizer: Any, loss_fn: Any, x: Any, y: Any) -> Any:
     with tf.GradientTape() as tape:
         predictions = model(x, training=True)
         loss = loss_fn(y, predictions)
-    grads = tape.gradient(loss, model.trainable_variables)
+        scaled = optimizer.scale_loss(loss)  # identity unless loss scaling is on (mixed_float16), as in fit
+    grads = tape.gradient(scaled, model.trainable_variables)
     optimizer.apply(grads, model.trainable_variables)
     return loss
 
@@ -160,6 +161,18 @@ class Variant(ABC):
         """How often the compiled step was traced (None: not a tf.function loop)."""
         return None
 
+    def info(self) -> dict[str, Any]:
+        """Loop-specific settings saved with the result (e.g. steps_per_execution)."""
+        return {}
+
+    @classmethod
+    def model_scope(cls) -> AbstractContextManager[Any]:
+        """Entered while the runner builds the model: a loop that needs other layer dtypes sets them here.
+
+        Raises UnsupportedError when the loop cannot run on this machine (the suite skips it).
+        """
+        return contextlib.nullcontext()
+
     def _window_arrays(self, start: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
         idx = self.ctx.plan.indices(start, steps).reshape(-1)
         return self.ctx.x[idx], self.ctx.y[idx]
@@ -181,10 +194,17 @@ def _finite_loss(loss: Any) -> float:
 class Fit(Variant):
     name = "fit"
     description = "model.compile + model.fit on the window's arrays (shuffle=False), jit_compile explicit"
+    jit_compile: ClassVar[bool | None] = None  # None: RunConfig.jit_compile
+
+    def steps_per_execution(self) -> int:
+        return 1
 
     def setup(self) -> None:
         c = self.ctx
-        c.model.compile(optimizer=c.optimizer, loss=c.loss_fn, jit_compile=c.config.jit_compile)
+        jit = c.config.jit_compile if self.jit_compile is None else self.jit_compile
+        c.model.compile(
+            optimizer=c.optimizer, loss=c.loss_fn, jit_compile=jit, steps_per_execution=self.steps_per_execution()
+        )
 
     def run(self, start: int, steps: int) -> WindowResult:
         import keras
@@ -266,9 +286,12 @@ class Tutorial(Variant):
 
 
 class _CompiledStep(Variant):
+    jit_compile: ClassVar[bool | None] = None  # None: RunConfig.jit_compile
+
     def setup(self) -> None:
         c = self.ctx
-        self.step = compile_step(c.model, c.optimizer, c.loss_fn, jit_compile=c.config.jit_compile)
+        jit = c.config.jit_compile if self.jit_compile is None else self.jit_compile
+        self.step = compile_step(c.model, c.optimizer, c.loss_fn, jit_compile=jit)
 
     def trace_count(self) -> int | None:
         return int(self.step.experimental_get_tracing_count())
@@ -322,7 +345,7 @@ class TfData(_CompiledStep):
 
     def run(self, start: int, steps: int) -> WindowResult:
         if start != self.position:
-            raise RuntimeError(f"tf_data runs its steps in order: expected step {self.position}, got {start}")
+            raise RuntimeError(f"{self.name} runs its steps in order: expected step {self.position}, got {start}")
         it, loss = self.iterator, None
         self.stopwatch.start()
         for k in range(steps):
@@ -332,6 +355,137 @@ class TfData(_CompiledStep):
         seconds = self.stopwatch.stop()
         self.position += steps
         return WindowResult(seconds, _finite_loss(loss))
+
+
+@register_variant
+class FitXla(Fit):
+    name = "fit_xla"
+    description = "fit with compile(jit_compile=True): Keras's own step compiled by XLA"
+    jit_compile = True
+
+
+SPE_CAP = 200  # measured here: fit with steps_per_execution=200 ran 1.5x plain fit on cifar100
+
+
+@register_variant
+class FitSpe(Fit):
+    name = "fit_spe"
+    description = "fit with steps_per_execution=N (default: one window's steps, capped at 200): N steps per call"
+
+    def steps_per_execution(self) -> int:
+        c = self.ctx
+        window = c.plan.steps_per_epoch if c.config.epochs else c.config.steps
+        return min(window, SPE_CAP)
+
+    def info(self) -> dict[str, Any]:
+        return {"steps_per_execution": self.steps_per_execution()}
+
+
+@register_variant
+class Xla(TfData):
+    name = "xla"
+    description = "tf_data with the step compiled by XLA (tf.function(jit_compile=True))"
+    jit_compile = True
+
+
+@register_variant
+class GraphLoop(TfData):
+    name = "graph_loop"
+    description = "a window of steps in one tf.function iterating the tf.data pipeline in the graph (tf.range)"
+
+    def setup(self) -> None:
+        import tensorflow as tf
+
+        c = self.ctx
+        model, optimizer, loss_fn = c.model, c.optimizer, c.loss_fn
+
+        def run_block(iterator, n):
+            loss = tf.constant(0.0)
+            for _ in tf.range(n):  # autograph: a while_loop, so Python runs once per block
+                x, y = next(iterator)
+                loss = train_step(model, optimizer, loss_fn, x, y)
+            return loss
+
+        self.block = tf.function(run_block)
+        self.dataset = self.make_dataset()
+        self.iterator = iter(self.dataset)
+        self.position = 0
+
+    def trace_count(self) -> int | None:
+        return int(self.block.experimental_get_tracing_count())
+
+    def run(self, start: int, steps: int) -> WindowResult:
+        import tensorflow as tf
+
+        if start != self.position:
+            raise RuntimeError(f"{self.name} runs its steps in order: expected step {self.position}, got {start}")
+        n = tf.constant(steps, dtype=tf.int32)  # a tensor: any block length reuses the one trace
+        # Python sees one block, so the profiler sees one marked step per block (its step time is the block's).
+        self.stopwatch.start()
+        with self.step_marker(start):
+            loss = self.block(self.iterator, n)
+        seconds = self.stopwatch.stop()
+        self.position += steps
+        return WindowResult(seconds, _finite_loss(loss))
+
+
+def mixed_policy_name() -> str:
+    """mixed_float16 where a GPU runs it; mixed_bfloat16 on a CPU."""
+    import tensorflow as tf
+
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Set Keras's global dtype policy and restore the previous one, whatever happens."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@register_variant
+class Mixed(TfData):
+    name = "mixed"
+    description = "tf_data with a mixed-precision model: mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU"
+
+    @classmethod
+    def model_scope(cls) -> AbstractContextManager[Any]:
+        name = mixed_policy_name()
+        check_policy_supported(name)
+        return dtype_policy(name)
+
+    def setup(self) -> None:
+        import keras
+
+        c = self.ctx
+        if mixed_policy_name() == "mixed_float16":  # float16 gradients underflow without loss scaling
+            c.optimizer = keras.optimizers.LossScaleOptimizer(c.optimizer)
+            c.optimizer.build(c.model.trainable_variables)
+        super().setup()
+
+    def info(self) -> dict[str, Any]:
+        return {"dtype_policy": self.ctx.model.dtype_policy.name}
+
+
+def check_policy_supported(name: str) -> None:
+    """Run one tiny conv + matmul + gradient under ``name``; raise UnsupportedError if TF cannot."""
+    import tensorflow as tf
+
+    dtype = name.removeprefix("mixed_")
+    try:
+        x = tf.ones((1, 8, 8, 2), dtype=dtype)
+        k = tf.Variable(tf.ones((3, 3, 2, 4), dtype=dtype))
+        with tf.GradientTape() as tape:
+            y = tf.reduce_sum(tf.matmul(tf.reshape(tf.nn.conv2d(x, k, 1, "VALID"), (1, -1)), tf.ones((144, 2), dtype)))
+        tape.gradient(y, k).numpy()
+    except (tf.errors.OpError, TypeError, ValueError) as exc:
+        raise UnsupportedError(f"{name} does not run on this device with TF {tf.__version__}: {exc}") from exc
 
 
 def get_variant(name: str) -> type[Variant]:
