@@ -124,7 +124,7 @@ def report_progress(pytestconfig: pytest.Config):
         _say(
             f"{info['workload']:>8} {info['api']:<11} {info['variant']:<11} "
             f"{info['samples_per_sec']:9.0f} samples/s ±{100 * info['cv']:4.1f}%  "
-            f"step {info['step_time_ms']:7.1f} ms  first {info['first_step_s']:5.2f} s  "
+            f"step {info['step_time_ms']:7.1f} ms  MFU {info['mfu']:.3f}  first {info['first_step_s']:5.2f} s  "
             f"acc {info['test_accuracy']:.3f}  [{info['dataset']['source']}, r{info['repeat']} s{info['seed']}]{notes}"
         )
 
@@ -132,9 +132,10 @@ def report_progress(pytestconfig: pytest.Config):
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from tf2bench import envinfo
+    from tf2bench import envinfo, peak
 
     machine_info["tf2bench"] = envinfo.machine_info()
+    machine_info["tf2bench"]["peak_matmul"] = peak.peak().as_dict()  # the MFU denominator of every result
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
@@ -145,14 +146,25 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         "repeat": opts.repeat,
         "seeds": opts.seeds,
         "wall_s": time.perf_counter() - config._tf2bench_start,
+        "harness_overhead": getattr(config, "_tf2bench_overhead", None),  # bench/test_overhead.py
     }
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    tr = terminalreporter
+    overhead = getattr(config, "_tf2bench_overhead", None)
+    if overhead:
+        tr.section("tf2bench: harness overhead (timed tf_function window vs a bare loop)")
+        o = overhead
+        tr.write_line(
+            f"{o['workload']} {o['api']}, {o['windows']} windows of {o['steps']} steps each: "
+            f"harness {1000 * overhead['harness_s_median']:.1f} ms, bare {1000 * overhead['bare_s_median']:.1f} ms, "
+            f"overhead {100 * overhead['overhead']:+.2f}% ±{100 * overhead['noise']:.2f}% "
+            f"(whole call {100 * overhead['call_overhead']:+.2f}%), limit {100 * overhead['max_overhead']:.0f}%"
+        )
     results = getattr(config, "_tf2bench_results", None)
     if not results:
         return
-    tr = terminalreporter
     tr.section("tf2bench: steady-state throughput (median of rounds) and speed-up vs fit")
     fit = {
         (r["workload"], r["api"], r["repeat"], r["seed"]): r["samples_per_sec"]
@@ -164,7 +176,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         speedup = f"{r['samples_per_sec'] / base:5.2f}x" if base else "    - "
         tr.write_line(
             f"{r['workload']:>8} {r['api']:<11} {r['variant']:<11} {r['samples_per_sec']:9.0f}/s "
-            f"±{100 * r['cv']:4.1f}%  {speedup} fit  acc {r['test_accuracy']:.3f}"
+            f"±{100 * r['cv']:4.1f}%  {speedup} fit  MFU {r['mfu']:.3f}  first {r['first_step_s']:5.2f} s  "
+            f"acc {r['test_accuracy']:.3f}"
         )
     noisy = [r for r in results if r["cv"] > NOISY_CV]
     if noisy:
@@ -181,4 +194,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         )
         for p in failed:
             tr.write_line(f"  no trace for {p['trace_dir']}: {p['error']}")
+    from tf2bench import peak
+
+    p = peak.peak()
+    tr.write_line(
+        f"MFU = achieved training GFLOP/s / measured fp32 matmul peak: {p.gflops:.1f} GFLOP/s ({p.n}² matmuls)"
+    )
     tr.write_line(f"wall time: {time.perf_counter() - config._tf2bench_start:.0f} s")

@@ -13,8 +13,12 @@ from tf2bench.suite import parse_options
 EXTRA_INFO_KEYS = {
     "workload", "api", "variant", "dataset", "batch_size", "epochs", "steps", "seed", "samples_per_sec",
     "step_time_ms", "step_time_ms_p90", "first_step_s", "setup_s", "epoch_s", "repeat", "test_accuracy",
-    "test_loss", "device", "tf_version", "keras_version", "flops_per_sample", "cv", "window_s",
+    "test_loss", "device", "tf_version", "keras_version", "flops_per_sample", "cv", "window_s", "gflops_per_sec",
+    "mfu", "peak_gflops",
 }  # fmt: skip
+
+
+N_DEFAULT = 60  # 2 workloads x 3 APIs x 10 loops: the default selection
 
 
 def saved_runs(storage: Path) -> list[Path]:
@@ -30,7 +34,7 @@ def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
     assert len(runs) == 1
     assert runs[0].name.startswith("0001_")
     doc = json.loads(runs[0].read_text())
-    assert len(doc["benchmarks"]) == 30  # 2 workloads x 3 APIs x 5 loops
+    assert len(doc["benchmarks"]) == N_DEFAULT  # 2 workloads x 3 APIs x 10 loops
     for bench in doc["benchmarks"]:
         missing = EXTRA_INFO_KEYS - set(bench["extra_info"])
         assert not missing, (bench["name"], missing)
@@ -39,11 +43,15 @@ def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
         # pytest-benchmark's rounds are exactly the windows the loop timed itself
         assert bench["stats"]["data"] == pytest.approx(bench["extra_info"]["window_s"])
     assert doc["machine_info"]["tf2bench"]["tf_version"]
+    assert doc["machine_info"]["tf2bench"]["peak_matmul"]["gflops"] > 0  # the MFU denominator, measured
+    assert {b["extra_info"]["peak_gflops"] for b in doc["benchmarks"]} == {
+        doc["machine_info"]["tf2bench"]["peak_matmul"]["gflops"]
+    }  # measured once per run
     assert {b["options"]["timer"] for b in doc["benchmarks"]} == {"bench_clock"}  # the windows' own clock
     assert doc["tf2bench"]["preset"] == "smoke"
     assert doc["tf2bench"]["wall_s"] > 0
     # one progress line per case, then the summary
-    assert first.stdout.count("samples/s") >= 30
+    assert first.stdout.count("samples/s") >= N_DEFAULT
     assert "steady-state throughput" in first.stdout
     assert "wall time:" in first.stdout
     before = runs[0].read_bytes()
@@ -105,9 +113,9 @@ def test_flags_override_environment(monkeypatch):
 
 def test_presets_shape_the_run():
     quick = parse_options({})
-    assert len(quick.cases()) == 30
+    assert len(quick.cases()) == N_DEFAULT
     cfg = quick.run_config("cifar100", seed=0)
-    assert (cfg.steps, cfg.rounds, cfg.batch_size, cfg.epochs) == (50, 3, 32, None)
+    assert (cfg.steps, cfg.rounds, cfg.batch_size, cfg.epochs) == (30, 3, 32, None)
     tutorial = parse_options({"preset": "tutorial"})
     cfg = tutorial.run_config("mnist", seed=0)
     assert cfg.epochs == 5

@@ -1,0 +1,95 @@
+"""The harness's own cost: its timed ``tf_function`` window against a bare loop over the same compiled step.
+
+Both run in this process, on the same model and batches, interleaved A B B A so that machine
+drift hits both alike. The bare loop is what anyone would write by hand: a plain ``for`` over
+batch slices, ``perf_counter`` around it, one device sync at the end. The harness may cost at
+most ``MAX_OVERHEAD`` of the bare loop's time; the figures go into the saved run's ``tf2bench``
+record (``harness_overhead``) and the terminal summary. Runs when ``tf_function`` is selected.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from tf2bench.errors import NoisyMeasurementWarning
+from tf2bench.runner import BenchmarkRun
+from tf2bench.timing import sync_devices
+from tf2bench.workloads import get_workload
+
+MAX_OVERHEAD = 0.01
+PAIRS = 6  # A B B A blocks: 12 windows of each loop
+MIN_STEPS = 20  # windows long enough to time (the smoke preset's 2 steps are not)
+
+
+def bare_window(step, x: np.ndarray, y: np.ndarray, steps: int, batch: int) -> float:
+    """The same compiled step in a plain loop: perf_counter around it, one sync at the end."""
+    t0 = time.perf_counter()
+    for k in range(steps):
+        i = k * batch
+        step(x[i : i + batch], y[i : i + batch])
+    sync_devices()
+    return time.perf_counter() - t0
+
+
+def test_harness_overhead(suite, datasets, pytestconfig):
+    if "tf_function" not in suite.variants:
+        pytest.skip("the harness overhead is measured on the tf_function loop: select --variant tf_function")
+    workload = "cifar100" if "cifar100" in suite.workloads else suite.workloads[0]
+    api = next(a for a in ("functional", *suite.apis) if a in suite.apis and a in get_workload(workload).models)
+    config = suite.run_config(workload, suite.seed)
+    run = BenchmarkRun(get_workload(workload), api, "tf_function", datasets(workload), config)
+    run.steps_per_window = steps = max(run.steps_per_window, MIN_STEPS)
+    run.warmup()
+    batch, step = config.batch_size, run.variant.step
+
+    harness, bare, calls = [], [], []
+
+    def timed_harness() -> None:
+        t0 = time.perf_counter()
+        harness.append(run.window())  # what the suite records
+        calls.append(time.perf_counter() - t0)  # the whole call: batch gather and bookkeeping too
+
+    def timed_bare() -> None:
+        x, y = run.variant._window_arrays(run.position, steps)  # the same batches the harness would take next
+        bare.append(bare_window(step, x, y, steps, batch))
+        run.position += steps
+
+    for _ in range(PAIRS):
+        for measure in (timed_harness, timed_bare, timed_bare, timed_harness):
+            measure()
+    assert run.variant.trace_count() == 1  # both loops ran the one trace
+
+    ratios = [math.log(h / b) for h, b in zip(harness, bare, strict=True)]
+    overhead = math.exp(statistics.median(ratios)) - 1
+    # standard error of a median ~ 1.25 sigma / sqrt(n): the noise this estimate carries
+    noise = 1.2533 * statistics.stdev(ratios) / math.sqrt(len(ratios))
+    record = {
+        "workload": workload,
+        "api": api,
+        "steps": steps,
+        "windows": len(harness),
+        "harness_s_median": statistics.median(harness),
+        "bare_s_median": statistics.median(bare),
+        "call_s_median": statistics.median(calls),
+        "overhead": overhead,  # timed harness window vs bare loop (median of paired ratios)
+        "call_overhead": math.exp(statistics.median(math.log(c / b) for c, b in zip(calls, bare, strict=True))) - 1,
+        "noise": noise,
+        "max_overhead": MAX_OVERHEAD,
+    }
+    pytestconfig._tf2bench_overhead = record
+    if overhead > MAX_OVERHEAD:
+        warnings.warn(
+            NoisyMeasurementWarning(
+                f"harness overhead {100 * overhead:.2f}% > {100 * MAX_OVERHEAD:.0f}% "
+                f"(noise ±{100 * noise:.2f}%): rerun on a quieter machine"
+            ),
+            stacklevel=1,
+        )
+    # Fail only when the excess is real, not noise: beyond the limit by more than two standard errors.
+    assert overhead <= MAX_OVERHEAD + 2 * noise, record
