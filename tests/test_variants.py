@@ -91,12 +91,15 @@ def test_xla_and_mixed_loops_learn_the_same_function(tiny):
     assert agreement >= baseline + 0.5  # they learned the same thing, not merely kept the same start
     assert mixed.result()["test_accuracy"] == pytest.approx(fit.result()["test_accuracy"], abs=0.1)
     assert all(r.variant.trace_count() == 1 for r in (runs["xla"], mixed))
+    assert runs["xla"].result()["jit_compile"] is True  # the record says what ran, not the config default
+    assert runs["fit_xla"].variant.info() == {"jit_compile": True}
 
 
 @pytest.mark.slow
 def test_new_loops_compile_once_and_record_their_settings(tiny):
     spe = train("fit_spe", tiny).result()
     assert spe["steps_per_execution"] == 5  # one window's steps (cap 200)
+    assert spe["jit_compile"] is False
     block = train("graph_loop", tiny)
     assert block.variant.trace_count() == 1  # the block length is a tensor: warm-up and windows share a trace
     assert block.result()["traces"] == 1

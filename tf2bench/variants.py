@@ -6,7 +6,9 @@ loop is written differs. A loop implements ``setup`` (untimed: compile, build
 pipelines) and ``run(start, steps)``, which trains global steps
 ``[start, start + steps)`` and returns the seconds it measured, ended by a device sync.
 Each loop wraps one step (the batch fetch included) in ``self.step_marker(step)``: a
-no-op in timed windows, a profiler step marker inside ``profile(start, steps)``.
+no-op in timed windows, a profiler step marker inside ``profile(start, steps)``. Where
+Python sees less than a step it marks what it sees: ``graph_loop`` one marker per block,
+``fit_spe`` one per execution (Keras calls batch hooks once per N steps).
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ class TrainContext:
     plan: BatchPlan
     config: RunConfig
     total_steps: int  # warm-up + all windows + the profile window: pipelines are sized for it
+    # A fresh model with the case's seeded weights, built in whatever scope is active: a loop that must own its
+    # model under a tf.distribute strategy builds it here, copies ``model``'s weights, then replaces ``model``.
+    build_model: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,12 @@ class Variant(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    opt_in: ClassVar[bool] = False  # True: only run when named (--variant), never in the default "all" selection
+
+    @classmethod
+    def global_batch_size(cls, config: RunConfig) -> int:
+        """Samples per step over all replicas: the runner plans batches of this size (one device: batch_size)."""
+        return config.batch_size
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx
@@ -199,12 +210,15 @@ class Fit(Variant):
     def steps_per_execution(self) -> int:
         return 1
 
+    def jit(self) -> bool:
+        return self.ctx.config.jit_compile if self.jit_compile is None else self.jit_compile
+
+    def info(self) -> dict[str, Any]:
+        return {"jit_compile": self.jit()}  # what this loop compiled with, not just the config's default
+
     def setup(self) -> None:
-        c = self.ctx
-        jit = c.config.jit_compile if self.jit_compile is None else self.jit_compile
-        c.model.compile(
-            optimizer=c.optimizer, loss=c.loss_fn, jit_compile=jit, steps_per_execution=self.steps_per_execution()
-        )
+        c, spe = self.ctx, self.steps_per_execution()
+        c.model.compile(optimizer=c.optimizer, loss=c.loss_fn, jit_compile=self.jit(), steps_per_execution=spe)
 
     def run(self, start: int, steps: int) -> WindowResult:
         import keras
@@ -288,10 +302,15 @@ class Tutorial(Variant):
 class _CompiledStep(Variant):
     jit_compile: ClassVar[bool | None] = None  # None: RunConfig.jit_compile
 
+    def jit(self) -> bool:
+        return self.ctx.config.jit_compile if self.jit_compile is None else self.jit_compile
+
+    def info(self) -> dict[str, Any]:
+        return {"jit_compile": self.jit()}
+
     def setup(self) -> None:
         c = self.ctx
-        jit = c.config.jit_compile if self.jit_compile is None else self.jit_compile
-        self.step = compile_step(c.model, c.optimizer, c.loss_fn, jit_compile=jit)
+        self.step = compile_step(c.model, c.optimizer, c.loss_fn, jit_compile=self.jit())
 
     def trace_count(self) -> int | None:
         return int(self.step.experimental_get_tracing_count())
@@ -378,7 +397,7 @@ class FitSpe(Fit):
         return min(window, SPE_CAP)
 
     def info(self) -> dict[str, Any]:
-        return {"steps_per_execution": self.steps_per_execution()}
+        return {**super().info(), "steps_per_execution": self.steps_per_execution()}
 
 
 @register_variant
@@ -410,6 +429,9 @@ class GraphLoop(TfData):
         self.dataset = self.make_dataset()
         self.iterator = iter(self.dataset)
         self.position = 0
+
+    def jit(self) -> bool:
+        return False  # XLA cannot compile the in-graph iterator ops: the block is a plain graph
 
     def trace_count(self) -> int | None:
         return int(self.block.experimental_get_tracing_count())
@@ -470,7 +492,7 @@ class Mixed(TfData):
         super().setup()
 
     def info(self) -> dict[str, Any]:
-        return {"dtype_policy": self.ctx.model.dtype_policy.name}
+        return {**super().info(), "dtype_policy": self.ctx.model.dtype_policy.name}
 
 
 def check_policy_supported(name: str) -> None:
