@@ -6,6 +6,7 @@ Run from the project root: ``pytest bench --benchmark-autosave``.
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tf2bench.errors import Tf2benchError
+from tf2bench.storage import make_run_saves_atomic
 from tf2bench.suite import FLAGS, OPTIONS, SuiteOptions, parse_options
 from tf2bench.timing import NOISY_CV
 
@@ -81,7 +83,10 @@ def datasets(suite: SuiteOptions):
             train, test = suite.sizes(workload)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                cache[workload] = data.load(get_workload(workload), suite.dataset, train_size=train, test_size=test)
+                try:
+                    cache[workload] = data.load(get_workload(workload), suite.dataset, train_size=train, test_size=test)
+                except Tf2benchError as exc:  # no data: stop the run; finished benchmarks are still saved
+                    pytest.exit(f"tf2bench: {exc}", returncode=exc.exit_code)
             for w in caught:
                 _say(f"tf2bench: {w.message}")
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -93,8 +98,23 @@ def datasets(suite: SuiteOptions):
 _CONFIG: list[pytest.Config] = []
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG.append(session.config)
+    # SIGTERM (CI cancel, kill) ends the run like Ctrl-C: finished benchmarks are saved, whole.
+    session.config._tf2bench_sigterm = signal.signal(signal.SIGTERM, _terminate)
+    bench_session = getattr(session.config, "_benchmarksession", None)
+    if bench_session is not None:
+        make_run_saves_atomic(bench_session.storage)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = getattr(config, "_tf2bench_sigterm", None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _say(line: str) -> None:

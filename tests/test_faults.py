@@ -8,9 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
+
+from tf2bench.errors import EXIT_DATA_UNAVAILABLE
+from tf2bench.storage import atomic_write, make_run_saves_atomic
 
 TESTS = os.path.dirname(__file__)
 
@@ -35,7 +39,8 @@ def test_one_failing_benchmark_does_not_lose_the_others(tmp_path, run_bench):
 
 
 @pytest.mark.slow
-def test_interrupted_run_keeps_earlier_results_and_writes_no_partial_file(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_keeps_earlier_results_and_writes_no_partial_file(tmp_path, signum):
     storage = tmp_path / "benchmarks"
     earlier = storage / "Linux-CPython-3.11-64bit" / "0001_earlier.json"
     earlier.parent.mkdir(parents=True)
@@ -53,14 +58,52 @@ def test_interrupted_run_keeps_earlier_results_and_writes_no_partial_file(tmp_pa
             if "samples/s" in line or time.monotonic() > deadline:
                 break
         assert any("samples/s" in line for line in seen), "".join(seen)[-2000:]
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
+    assert "KeyboardInterrupt" in rest or "Interrupted" in rest  # ended like Ctrl-C, not killed
     assert earlier.read_bytes() == before  # the earlier run is intact
     for path in storage.glob("*/*.json"):
         json.loads(path.read_text())  # every file is whole, valid JSON (none half-written)
     leftovers = [p for p in storage.rglob("*") if p.is_file() and not p.name.endswith(".json")]
     assert not leftovers, leftovers
+
+
+@pytest.mark.slow
+def test_corrupt_keras_cache_stops_the_run_with_the_data_exit_code(tmp_path, run_bench):
+    datasets = tmp_path / "keras_home" / "datasets"
+    datasets.mkdir(parents=True)
+    (datasets / "mnist.npz").write_bytes(b"PK\x03\x04 truncated download")
+    storage = tmp_path / "benchmarks"
+    result = run_bench(
+        "--preset", "smoke", "--workload", "mnist", "--dataset", "keras", "--benchmark-autosave",
+        f"--benchmark-storage=file://{storage}", env={"KERAS_HOME": str(tmp_path / "keras_home")}, timeout=300,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == EXIT_DATA_UNAVAILABLE, out[-2000:]
+    assert f"mnist: cache file {datasets / 'mnist.npz'} is unreadable" in out
+    assert "choose --dataset embedded or synthetic" in out
+    assert (datasets / "mnist.npz").read_bytes() == b"PK\x03\x04 truncated download"  # never deleted
+
+
+def test_run_files_are_written_whole_and_never_overwritten(tmp_path, monkeypatch):
+    from pytest_benchmark.storage.file import FileStorage
+
+    monkeypatch.chdir(tmp_path)  # pytest-benchmark names saved files relative to the working directory
+    storage = FileStorage(
+        Path("benchmarks"), logger=type("L", (), {"info": lambda self, m: None})(), default_machine_id="m"
+    )
+    make_run_saves_atomic(storage)
+    storage.save({"benchmarks": [], "n": 1}, "first")
+    (first,) = (tmp_path / "benchmarks" / "m").glob("*.json")
+    assert first.name == "0001_first.json"
+    assert json.loads(first.read_text())["n"] == 1
+    storage.save({"benchmarks": [], "n": 2}, "second")
+    assert sorted(p.name for p in (tmp_path / "benchmarks" / "m").iterdir()) == ["0001_first.json", "0002_second.json"]
+    with pytest.raises(FileExistsError):
+        atomic_write(first, b"{}", overwrite=False)
+    assert json.loads(first.read_text())["n"] == 1  # untouched
+    assert not list((tmp_path / "benchmarks" / "m").glob(".*.tmp"))  # no temporary files left behind

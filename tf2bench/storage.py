@@ -1,0 +1,50 @@
+"""Files that are never half-written and never overwrite an earlier run.
+
+Everything tf2bench writes goes through ``atomic_write``: a temporary file in the same
+directory, then a rename (or a hard link, when the target must not exist yet), so an
+interrupted run leaves either the whole file or nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically; with ``overwrite=False`` an existing file is an error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails with FileExistsError rather than replace an earlier run
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def make_run_saves_atomic(storage: Any) -> None:
+    """Make a pytest-benchmark FileStorage write its run file atomically and never overwrite.
+
+    pytest-benchmark 5.x opens the numbered file and writes into it; a run killed in that
+    moment would leave half a JSON behind. Its numbering and naming are kept as they are.
+    """
+    from pytest_benchmark.utils import safe_dumps
+
+    if not hasattr(storage, "_next_num") or not hasattr(storage, "get"):
+        return  # not a file storage (e.g. elasticsearch): leave it alone
+
+    def save(output_json: dict, save: str) -> None:
+        path = Path(storage.get(f"{storage._next_num}_{save}.json"))
+        atomic_write(path, safe_dumps(output_json, ensure_ascii=True, indent=4).encode(), overwrite=False)
+        storage.logger.info(f"Saved benchmark data in: {path}")
+
+    storage.save = save
