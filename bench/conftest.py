@@ -36,6 +36,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Validate options at once; point pytest-benchmark at results/ and at the suite's clock."""
     try:
         config._tf2bench = parse_options({n: config.getoption(f"tf2bench_{n}") for n in OPTIONS})
+        if config._tf2bench.devices:  # logical devices: before TensorFlow initialises (DevicesTooLateError if not)
+            from tf2bench.distribute import configure_devices
+
+            configure_devices(config._tf2bench.devices)
     except Tf2benchError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("benchmark_storage") == DEFAULT_STORAGE:

@@ -44,13 +44,16 @@ class BenchmarkRun:
 
         self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
         variant_cls = get_variant(variant)  # unknown names fail before any work
-        with variant_cls.model_scope():  # e.g. a mixed-precision policy, restored on leaving
-            self.model = models.build(workload, api, config.seed)
+        def build_model() -> Any:
+            with variant_cls.model_scope():  # e.g. a mixed-precision policy, restored on leaving
+                return models.build(workload, api, config.seed)
+
+        self.model = build_model()
         self.init_fingerprint = models.weights_fingerprint(self.model)
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
         optimizer = keras.optimizers.Adam(learning_rate=workload.learning_rate)
         optimizer.build(self.model.trainable_variables)
-        self.plan = BatchPlan(len(dataset.x_train), config.batch_size, config.seed)
+        self.plan = BatchPlan(len(dataset.x_train), variant_cls.global_batch_size(config), config.seed)
         self.steps_per_window = self.plan.steps_per_epoch if config.epochs else config.steps
         self.rounds = config.epochs or config.rounds
         ctx = TrainContext(
@@ -62,11 +65,13 @@ class BenchmarkRun:
             plan=self.plan,
             config=config,
             total_steps=config.warmup_steps + self.rounds * self.steps_per_window + config.profile_steps,
+            build_model=build_model,
         )
         self.variant = variant_cls(ctx)
         t0 = time.perf_counter()
         self.variant.setup()
         self.setup_build_s = time.perf_counter() - t0
+        self.model = ctx.model  # a distributed loop rebuilds the model under its strategy (same weights)
         self.position = 0
         self.first: WindowResult | None = None
         self.windows: list[WindowResult] = []

@@ -38,6 +38,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "profile": ("TF2BENCH_PROFILE", "capture a profiler trace of an untimed window after the timed rounds"),
     "profile_steps": ("TF2BENCH_PROFILE_STEPS", f"steps in the profiled window (default {DEFAULT_PROFILE_STEPS})"),
     "trace_dir": ("TF2BENCH_TRACE_DIR", "where --profile writes traces: <dir>/<run-id>/... (default results/traces)"),
+    "devices": ("TF2BENCH_DEVICES", "replica devices for the distributed loops: N GPUs, or N logical CPU devices"),
 }
 FLAGS = frozenset({"profile"})  # options that take no value
 
@@ -76,6 +77,7 @@ class SuiteOptions:
     profile: bool = False
     profile_steps: int = DEFAULT_PROFILE_STEPS
     trace_dir: str | None = None  # None: results/traces
+    devices: int | None = None  # None: every GPU, or one CPU device (see tf2bench.distribute)
 
     def cases(self) -> list[Case]:
         """Repeat-major order, so every variant sees the same machine drift."""
@@ -140,6 +142,8 @@ def parse_options(raw: dict[str, Any]) -> SuiteOptions:
     all_apis = list(dict.fromkeys(a for w in workloads for a in get_workload(w).apis))
     apis = parse_names("api", get("api") or "all", all_apis)
     variants = parse_names("variant", get("variant") or "all", VARIANTS.names())
+    if str(get("variant") or "all").strip() == "all":  # opt-in loops (the distributed ones) run only when named
+        variants = [v for v in variants if not VARIANTS.get(v).opt_in]
     dataset = get("dataset") or "auto"
     if dataset not in SOURCES:
         raise BadInputError(f"unknown dataset {dataset!r}; valid: {', '.join(SOURCES)}")
@@ -171,6 +175,7 @@ def parse_options(raw: dict[str, Any]) -> SuiteOptions:
         profile=_flag("profile", get("profile")),
         profile_steps=_optional_int("profile_steps", get("profile_steps")) or DEFAULT_PROFILE_STEPS,
         trace_dir=get("trace_dir"),
+        devices=_optional_int("devices", get("devices")),
     )
     if not opts.cases():
         raise BadInputError(f"the selection runs nothing: workloads {list(workloads)} have no api among {list(apis)}")

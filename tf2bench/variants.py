@@ -525,3 +525,6 @@ __all__ = [
     "get_variant",
     "sync_devices",
 ]
+
+# Loops kept in their own modules register on import; they import this module, so this stays last.
+from tf2bench import distribute as _distribute  # noqa: E402, F401
