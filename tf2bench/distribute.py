@@ -25,6 +25,7 @@ import statistics
 from typing import Any, ClassVar
 
 from tf2bench.errors import BadInputError, Tf2benchError, UnsupportedError, check_positive_int
+from tf2bench.timing import Stopwatch
 from tf2bench.variants import (
     BatchPlan,
     Fit,
@@ -249,9 +250,10 @@ class _StrategyStep(Variant):
             with self.step_marker(start + k):
                 x, y = next(it)
                 loss = self.step(x, y)
+        value = float(loss)  # a host read of the last step ends the window (the only sync multi_worker can use)
         seconds = self.stopwatch.stop()
         self.position += steps
-        return WindowResult(seconds, float(loss))
+        return WindowResult(seconds, value)
 
 
 @register_variant
@@ -277,6 +279,12 @@ class MultiWorker(Mirrored):
         "the chief records the result"
     )
     shard_policy = "DATA"  # every worker reads the same planned global batches and keeps its slice of each
+
+    def __init__(self, ctx: TrainContext, strategy: Any = None) -> None:
+        super().__init__(ctx, strategy)
+        # SyncDevice cannot reach the other workers' devices ("Haven't set up remote eager worker"): the window
+        # ends on the host read of its last loss, which waits for every step before it.
+        self.stopwatch = Stopwatch(sync=None)
 
     @classmethod
     def default_strategy(cls) -> Any:
