@@ -138,6 +138,8 @@ def report_progress(pytestconfig: pytest.Config):
     def report(info: dict) -> None:
         pytestconfig._tf2bench_results.append(info)
         notes = "  NOISY" if info["cv"] > NOISY_CV else ""
+        if info.get("scaling_efficiency") is not None:  # distributed loops (tf2bench.distribute)
+            notes += f"  [{info['replicas']} replicas, scaling efficiency {info['scaling_efficiency']:.2f}]"
         prof = info.get("profile")
         if prof:
             notes += (

@@ -164,3 +164,16 @@ def test_devices_asked_for_too_late_say_so():
     tf.config.list_logical_devices()  # initialises the runtime, as any earlier TensorFlow work would
     with pytest.raises(DevicesTooLateError, match=r"--devices 3: too late, TensorFlow has already initialised"):
         configure_devices(3)
+
+
+def test_a_worker_without_tf_config_says_what_it_needs(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tf2bench.multiworker", "worker", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert "a multi_worker worker needs TF_CONFIG (cluster and task)" in proc.stderr

@@ -163,6 +163,22 @@ def launch(
     return json.loads(result_path.read_text())
 
 
+def launch_scaling(workers: int, spec: WorkerSpec, out: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """``launch`` one worker alone, then ``workers`` together, on the same case; the N-worker record gains
+    ``scaling_efficiency`` = N-worker samples/s / (N x 1-worker samples/s).
+
+    The two runs follow each other (not interleaved like mirrored's windows): quote it with that caveat.
+    """
+    out = Path(out)
+    single = launch(1, spec, out / "1-worker", timeout=timeout)
+    info = launch(workers, spec, out, timeout=timeout)
+    info["single_replica_samples_per_sec"] = single["samples_per_sec"]
+    info["scaling_efficiency"] = info["samples_per_sec"] / (info["replicas"] * single["samples_per_sec"])
+    info["scaling_method"] = "sequential launches: 1 worker, then N"
+    _write_json(out / "result.json", info)
+    return info
+
+
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1, default=str))
@@ -242,17 +258,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     launch_p = sub.add_parser("launch", help="start N workers on this machine over 127.0.0.1")
     launch_p.add_argument("--workers", type=int, default=2)
+    launch_p.add_argument("--scaling", action="store_true", help="also time 1 worker alone: scaling_efficiency")
     _spec_args(launch_p)
     _spec_args(sub.add_parser("worker", help="be one worker of the cluster in TF_CONFIG"))
     args = parser.parse_args(argv)
     spec = WorkerSpec(**{k: getattr(args, k) for k in asdict(WorkerSpec())})
     try:
         if args.command == "launch":
-            info = launch(args.workers, spec, args.out, timeout=args.timeout)
+            run = launch_scaling if args.scaling else launch
+            info = run(args.workers, spec, args.out, timeout=args.timeout)
+            eff = info["scaling_efficiency"]
             print(
                 f"multi_worker: {info['workers']} workers, {info['replicas']} replicas, global batch "
                 f"{info['global_batch_size']}: {info['samples_per_sec']:.0f} samples/s "
-                f"({info['samples_per_sec_per_replica']:.0f} per replica); result in {args.out / 'result.json'}"
+                f"({info['samples_per_sec_per_replica']:.0f} per replica)"
+                + (f", scaling efficiency {eff:.2f}" if eff is not None else "")
+                + f"; result in {args.out / 'result.json'}"
             )
         else:
             run_worker(spec, args.out, args.timeout)
