@@ -44,6 +44,7 @@ class BenchmarkRun:
 
         self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
         variant_cls = get_variant(variant)  # unknown names fail before any work
+
         def build_model() -> Any:
             with variant_cls.model_scope():  # e.g. a mixed-precision policy, restored on leaving
                 return models.build(workload, api, config.seed)
