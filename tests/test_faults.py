@@ -48,7 +48,8 @@ def test_interrupted_run_keeps_earlier_results_and_writes_no_partial_file(tmp_pa
     before = earlier.read_bytes()
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", "--preset", "smoke",
-           "--workload", "mnist", "--benchmark-autosave", f"--benchmark-storage=file://{storage}"]  # fmt: skip
+           "--workload", "cifar100", "--variant", "fit,eager,tf_data", "--benchmark-autosave",
+           f"--benchmark-storage=file://{storage}"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         seen = []
