@@ -194,7 +194,7 @@ class _Distributed(Variant):
         if timed:
             single = statistics.median(n * self.per_replica_batch / r for n, _, r in timed)
             out["single_replica_samples_per_sec"] = single
-            # Same steps and per-replica batch on both sides: N x the samples in the time the pair took.
+            # (n·N·b / s) / (N · n·b / r) = r / s: same steps n and per-replica batch b on both sides of a pair.
             ratios = [r / s for _, s, r in timed]
             out["scaling_efficiency_windows"] = ratios
             out["scaling_efficiency"] = statistics.median(ratios)
