@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+STORAGE = ROOT / "tests" / "fixtures" / "benchmarks"  # real runs saved by the suite
+
+
+def fixture(number: str) -> Path:
+    """The committed fixture run with this number."""
+    (path,) = STORAGE.glob(f"*/{number}_*.json")
+    return path
+
+
+def edited(src: Path, dest: Path, edit) -> Path:
+    """A copy of a real run with ``edit(doc)`` applied (same file name, another directory)."""
+    doc = json.loads(src.read_text())
+    edit(doc)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / src.name
+    out.write_text(json.dumps(doc))
+    return out
 
 
 @pytest.fixture

@@ -5,33 +5,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT, STORAGE, edited, fixture
 
 from tf2bench import compare, runs
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_MISSING_BASELINE, EXIT_OK, BadInputError
-
-ROOT = Path(__file__).resolve().parent.parent
-STORAGE = ROOT / "tests" / "fixtures" / "benchmarks"
-
-
-def fixture(number: str) -> Path:
-    (path,) = STORAGE.glob(f"*/{number}_*.json")
-    return path
-
-
-def edited(src: Path, dest: Path, edit) -> Path:
-    doc = json.loads(src.read_text())
-    edit(doc)
-    dest.mkdir(parents=True, exist_ok=True)
-    out = dest / src.name
-    out.write_text(json.dumps(doc))
-    return out
 
 
 def slowed(factor: float, variants: tuple[str, ...] | None = None):

@@ -13,27 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, STORAGE, edited, fixture
 
 from tf2bench import report, runs
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInputError
-
-ROOT = Path(__file__).resolve().parent.parent
-STORAGE = ROOT / "tests" / "fixtures" / "benchmarks"
-
-
-def fixture(number: str) -> Path:
-    (path,) = STORAGE.glob(f"*/{number}_*.json")
-    return path
-
-
-def edited(src: Path, dest: Path, edit) -> Path:
-    """A copy of a real run with ``edit(doc)`` applied (same file name, another directory)."""
-    doc = json.loads(src.read_text())
-    edit(doc)
-    dest.mkdir(parents=True, exist_ok=True)
-    out = dest / src.name
-    out.write_text(json.dumps(doc))
-    return out
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -13,9 +13,7 @@ import base64
 import hashlib
 import json
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import pandas as pd
 
 from tf2bench.errors import BadInputError
 from tf2bench.runs import SavedRun, round_seconds, round_throughputs
+from tf2bench.storage import atomic_write
 from tf2bench.timing import NOISY_CV  # stdlib-only module: no TensorFlow import
 
 DEFAULT_OUT = Path("results") / "reports"
@@ -318,18 +317,6 @@ def report_id(runs: Sequence[SavedRun]) -> str:
         return runs[0].run_id
     digest = hashlib.sha1("\n".join(sorted(str(r.path.resolve()) for r in runs)).encode()).hexdigest()[:10]
     return f"combined-{len(runs)}runs-{digest}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write(df: pd.DataFrame, runs: Sequence[SavedRun], out_root: Path = DEFAULT_OUT) -> Written:
