@@ -32,6 +32,7 @@ from tf2bench.variants import (
     TrainContext,
     Variant,
     WindowResult,
+    iterate_steps,
     make_dataset,
     register_variant,
     train_step,
@@ -242,17 +243,10 @@ class _StrategyStep(Variant):
         return int(self.step.experimental_get_tracing_count())
 
     def run(self, start: int, steps: int) -> WindowResult:
-        if start != self.position:
-            raise RuntimeError(f"{self.name} runs its steps in order: expected step {self.position}, got {start}")
-        it, loss = self.iterator, None
         self.stopwatch.start()
-        for k in range(steps):
-            with self.step_marker(start + k):
-                x, y = next(it)
-                loss = self.step(x, y)
+        loss = iterate_steps(self, start, steps)
         value = float(loss)  # a host read of the last step ends the window (the only sync multi_worker can use)
         seconds = self.stopwatch.stop()
-        self.position += steps
         return WindowResult(seconds, value)
 
 

@@ -346,6 +346,22 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_indices: np.ndarray) -> Any
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def iterate_steps(loop: Any, start: int, steps: int) -> Any:
+    """Train ``loop.step`` on the next ``steps`` batches of ``loop.iterator``, in order; the last loss, unsynced.
+
+    Shared by every loop that consumes one persistent iterator (tf_data and the distributed loops).
+    """
+    if start != loop.position:
+        raise RuntimeError(f"{loop.name} runs its steps in order: expected step {loop.position}, got {start}")
+    it, loss = loop.iterator, None
+    for k in range(steps):
+        with loop.step_marker(start + k):
+            x, y = next(it)
+            loss = loop.step(x, y)
+    loop.position += steps
+    return loss
+
+
 @register_variant
 class TfData(_CompiledStep):
     name = "tf_data"
@@ -363,16 +379,9 @@ class TfData(_CompiledStep):
         return make_dataset(c.x, c.y, c.plan.indices(0, c.total_steps))
 
     def run(self, start: int, steps: int) -> WindowResult:
-        if start != self.position:
-            raise RuntimeError(f"{self.name} runs its steps in order: expected step {self.position}, got {start}")
-        it, loss = self.iterator, None
         self.stopwatch.start()
-        for k in range(steps):
-            with self.step_marker(start + k):
-                x, y = next(it)
-                loss = self.step(x, y)
+        loss = iterate_steps(self, start, steps)
         seconds = self.stopwatch.stop()
-        self.position += steps
         return WindowResult(seconds, _finite_loss(loss))
 
 
