@@ -115,7 +115,7 @@ def test_presets_shape_the_run():
     quick = parse_options({})
     assert len(quick.cases()) == N_DEFAULT
     cfg = quick.run_config("cifar100", seed=0)
-    assert (cfg.steps, cfg.rounds, cfg.batch_size, cfg.epochs) == (24, 3, 32, None)
+    assert (cfg.steps, cfg.rounds, cfg.batch_size, cfg.epochs) == (15, 5, 32, None)
     tutorial = parse_options({"preset": "tutorial"})
     cfg = tutorial.run_config("mnist", seed=0)
     assert cfg.epochs == 5
