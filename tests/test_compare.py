@@ -169,3 +169,38 @@ def test_threshold_must_be_a_positive_percentage():
     from tf2bench.cli import main
 
     assert main(["compare", "0001", "0002", "--threshold", "ten"]) == EXIT_BAD_INPUT
+
+
+def three_apis(burst: float, api_slowed: str = "subclassing"):
+    """The fixture's benchmarks as three APIs of each loop (copies), with a load burst on one API's block."""
+    import copy
+
+    def edit(doc):
+        out = []
+        for bench in doc["benchmarks"]:
+            for api in ("sequential", "functional", "subclassing"):
+                b = copy.deepcopy(bench)
+                b["extra_info"]["api"] = api
+                b["name"] = b["name"].replace("functional", api)
+                if api == api_slowed and b["extra_info"]["variant"] != "fit":
+                    b["stats"]["data"] = [t * burst for t in b["stats"]["data"]]
+                out.append(b)
+        doc["benchmarks"] = out
+
+    return edit
+
+
+def test_a_burst_on_one_api_is_spread_by_the_loop_gate_but_a_slower_loop_is_not(tmp_path):
+    base = runs.load(edited(fixture("0001"), tmp_path / "base", three_apis(1.0)))
+    burst = runs.load(edited(fixture("0001"), tmp_path / "burst", three_apis(1.5)))
+    per_benchmark = compare.compare(base, burst, by="benchmark")
+    assert "cifar100/subclassing/tf_data" in list(per_benchmark.regressions["benchmark"])  # taken for a regression
+    per_loop = compare.compare(base, burst)
+    assert per_loop.regressions.empty  # 1 of 3 APIs: the pooled median does not move
+    assert set(per_loop.table["benchmark"]) >= {"cifar100/*/tf_data", "cifar100/*/fit"}
+    assert set(per_loop.table["rounds"]) == {"18/18"}  # 3 APIs x 2 rounds x 3 repeats
+    assert any("gated per loop" in n for n in per_loop.notes)
+    slower = runs.load(edited(fixture("0001"), tmp_path / "slow", lambda d: (three_apis(1.0)(d), slowed(2.0)(d))))
+    assert "cifar100/*/tf_data" in list(compare.compare(base, slower).regressions["benchmark"])
+    with pytest.raises(BadInputError, match="unknown --by 'api'; valid: loop, benchmark"):
+        compare.compare(base, burst, by="api")

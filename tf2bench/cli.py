@@ -89,8 +89,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
         help="regression gate: baseline run vs current run",
-        description="Compare two saved runs benchmark by benchmark. A regression is a slowdown beyond --threshold "
-        "that a one-sided Mann-Whitney U test on the per-round times finds significant (p < 0.01). "
+        description="Compare two saved runs loop by loop (or benchmark by benchmark with --by benchmark). A "
+        "regression is a slowdown beyond --threshold that a one-sided Mann-Whitney U test on the per-round "
+        "times finds significant (p < 0.01). "
         "Exit 0 no regression, 1 regression, 2 bad input, 3 baseline missing.",
     )
     p.add_argument("baseline", help="baseline run: a file, or a run number under --storage")
@@ -99,6 +100,13 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--storage", type=Path, default=Path("results/benchmarks"), help="where run numbers are looked up")
     p.add_argument("--threshold", type=_percent, default=10.0, help="slowdown that counts, percent (default 10)")
+    p.add_argument(
+        "--by",
+        choices=("loop", "benchmark"),
+        default="loop",
+        help="the gate's unit: a loop pooled over the model APIs (default; robust to load bursts on a shared "
+        "machine), or every benchmark alone (a quiet, dedicated runner)",
+    )
     p.add_argument(
         "--normalize",
         action="store_true",
@@ -123,7 +131,7 @@ def run_compare(args: argparse.Namespace) -> int:
     base = runs.load(_one(args.baseline, args.storage, "baseline", runs.MissingBaselineError), True)
     current = _one(args.current, args.storage, "current run", runs.MissingRunError) if args.current else None
     cur = runs.load(current or runs.newest(args.storage), True)
-    result = compare.compare(base, cur, args.threshold, args.normalize)
+    result = compare.compare(base, cur, args.threshold, args.normalize, by=args.by)
     what = "speed-up vs fit of the same run" if args.normalize else "samples/s, median of pooled rounds"
     print(
         f"baseline {base.path}\ncurrent  {cur.path}\n({what}; time change + = slower; threshold {args.threshold:g}%,"

@@ -6,6 +6,13 @@ p < 0.01 (current slower than baseline). Repeats and seeds of a benchmark are po
 so ``--repeat`` buys rounds. With ``normalize`` each round is expressed relative to
 ``fit`` of the same workload, api, run, repeat and seed: a uniformly slower machine
 then changes nothing, which is what lets a baseline from another machine gate a run.
+
+The gate's unit is the *loop* (``by="loop"``, the default): a workload's loop pools its
+rounds over the model APIs, which compute the same function (the tests prove it). A
+benchmark's rounds run back to back within seconds, so a load burst on a shared machine
+shifts all of them alike and no test on them can tell it from a code change; the API
+benchmarks of one loop run minutes apart, so pooled, a burst in one becomes spread the
+test sees. ``by="benchmark"`` gates every benchmark alone (a quiet, dedicated runner).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ OK = "ok"
 REFERENCE = "reference (fit)"
 
 Key = tuple[str, str, str]  # workload, api, variant
+BY = ("loop", "benchmark")
+POOLED = "*"  # the api of a loop pooled over several model APIs
 
 
 @dataclass
@@ -84,29 +93,50 @@ def _costs(run: SavedRun, normalize: bool) -> tuple[dict[Key, list[float]], list
     return dict(costs), list(dict.fromkeys(unnormalizable))
 
 
+def _pool_apis(base: dict[Key, list[float]], cur: dict[Key, list[float]]) -> tuple[dict, dict]:
+    """Rounds of the benchmarks both runs have, pooled per (workload, variant) over the model APIs."""
+    apis: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for w, a, v in base:
+        if (w, a, v) in cur:
+            apis[(w, v)].append(a)
+    pooled_b: dict[Key, list[float]] = {}
+    pooled_c: dict[Key, list[float]] = {}
+    for (w, v), names in apis.items():
+        key = (w, names[0] if len(names) == 1 else POOLED, v)
+        pooled_b[key] = [x for a in names for x in base[(w, a, v)]]
+        pooled_c[key] = [x for a in names for x in cur[(w, a, v)]]
+    return pooled_b, pooled_c
+
+
 def compare(
     baseline: SavedRun,
     current: SavedRun,
     threshold_pct: float = DEFAULT_THRESHOLD_PCT,
     normalize: bool = False,
     alpha: float = ALPHA,
+    by: str = "loop",
 ) -> Comparison:
-    """Benchmark-by-benchmark verdicts; raises BadInputError when nothing can be compared."""
+    """Verdicts per loop (pooled over model APIs) or per benchmark; BadInputError when nothing can be compared."""
     from scipy.stats import mannwhitneyu
 
     if not (threshold_pct > 0 and math.isfinite(threshold_pct)):
         raise BadInputError(f"--threshold must be a positive percentage, got {threshold_pct!r}")
+    if by not in BY:
+        raise BadInputError(f"unknown --by {by!r}; valid: {', '.join(BY)}")
     base, base_skip = _costs(baseline, normalize)
     cur, cur_skip = _costs(current, normalize)
+    only_base = [k for k in base if k not in cur]
+    only_cur = [k for k in cur if k not in base]
+    listed = (_names(base), _names(cur))
+    if by == "loop":
+        base, cur = _pool_apis(base, cur)
     common = [k for k in base if k in cur]
     notes: list[str] = []
     if not common:
         what = (
             "benchmarks with a fit in the same run (--normalize needs fit in both runs)" if normalize else "benchmarks"
         )
-        raise BadInputError(
-            f"no common {what} between {baseline.path} ({_names(base)}) and {current.path} ({_names(cur)})"
-        )
+        raise BadInputError(f"no common {what} between {baseline.path} ({listed[0]}) and {current.path} ({listed[1]})")
     rows, untestable = [], []
     limit = threshold_pct / 100.0
     for key in common:
@@ -150,8 +180,6 @@ def compare(
             f"< {alpha:g}. They are NOT counted as regressions. Give each side at least {need} rounds: run the "
             f"suite with --repeat N (rounds of repeats are pooled) or --rounds {need}."
         )
-    only_base = [k for k in base if k not in cur]
-    only_cur = [k for k in cur if k not in base]
     if only_base:
         notes.append(f"only in the baseline (not compared): {_names(only_base)}")
     if only_cur:
@@ -159,9 +187,16 @@ def compare(
     for run, skipped in ((baseline, base_skip), (current, cur_skip)):
         if skipped:
             notes.append(f"{run.path}: no fit to normalise against for {_names(skipped)} (not compared)")
-    notes += _config_notes(baseline, current, common, normalize)
+    notes += _config_notes(baseline, current, normalize)
+    pooled = [k for k in common if k[1] == POOLED]
+    if pooled:
+        notes.append(
+            f"gated per loop: each loop's rounds are pooled over the model APIs ({len(pooled)} loop(s)), whose "
+            "benchmarks ran minutes apart, so a load burst during one of them widens the spread instead of "
+            "shifting the median; on a quiet, dedicated runner --by benchmark gates every benchmark alone"
+        )
     repeats = min(_repeats(baseline), _repeats(current))
-    if repeats < 3:
+    if repeats < 3 and not pooled:
         notes.append(
             f"{repeats} repeat(s) per benchmark: rounds of one repeat run back to back, so a load change between "
             "the two runs (or during fit's benchmark, with --normalize) shifts every round alike and the test cannot "
@@ -183,7 +218,7 @@ def _names(keys: object) -> str:
     return ", ".join("/".join(k) for k in keys) or "none"
 
 
-def _config_notes(baseline: SavedRun, current: SavedRun, common: list[Key], normalize: bool) -> list[str]:
+def _config_notes(baseline: SavedRun, current: SavedRun, normalize: bool) -> list[str]:
     """Differences in set-up that make absolute figures incomparable: say so rather than guess."""
 
     def settings(run: SavedRun) -> dict[Key, dict]:
@@ -203,7 +238,7 @@ def _config_notes(baseline: SavedRun, current: SavedRun, common: list[Key], norm
 
     b, c = settings(baseline), settings(current)
     diffs: dict[str, set] = defaultdict(set)
-    for key in common:
+    for key in (k for k in b if k in c):
         for name, value in b[key].items():
             if c[key][name] != value:
                 diffs[name].add((str(value), str(c[key][name])))
