@@ -57,6 +57,8 @@ def benchmark_rows(runs: Sequence[SavedRun]) -> pd.DataFrame:
                     "round_step_ms": [1000.0 * s / steps for s in seconds],
                     "first_step_s": info.get("first_step_s", math.nan),
                     "test_accuracy": float(info["test_accuracy"]),
+                    "flops_per_sample": _number(info.get("flops_per_sample")),
+                    "peak_gflops": _number(info.get("peak_gflops")),
                     "batch_size": info.get("batch_size"),
                     "dataset": _provenance(ds),
                     "dataset_note": ds.get("note", ""),
@@ -65,6 +67,10 @@ def benchmark_rows(runs: Sequence[SavedRun]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def _provenance(ds: dict[str, Any]) -> str:
@@ -91,6 +97,12 @@ def _pool(group: pd.DataFrame) -> dict[str, Any]:
         "step_time_ms": statistics.median(step_ms) if step_ms else math.nan,
         "step_time_ms_p90": _percentile(step_ms, 90),
         "first_step_s": float(group["first_step_s"].median()),
+        # achieved training GFLOP/s over the matmul peak measured in the same run (NaN: FLOPs unknown)
+        "mfu": (
+            statistics.median(tput) * first["flops_per_sample"] / (1e9 * first["peak_gflops"])
+            if tput and first["peak_gflops"] > 0
+            else math.nan
+        ),
         "test_accuracy": float(per_seed.mean()),
         "test_accuracy_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan,
         "round_step_ms": step_ms,
@@ -171,6 +183,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     cols["CV"] = [f"{100 * v:.1f}%" + (" NOISY" if n else "") for v, n in zip(df["cv"], df["noisy"], strict=True)]
     cols["vs fit"] = [f"{v:.2f}x" if not math.isnan(v) else "-" for v in df["speedup_vs_fit"]]
     cols["step ms"] = [f"{v:.1f}" for v in df["step_time_ms"]]
+    cols["MFU"] = [f"{v:.3f}" if not math.isnan(v) else "-" for v in df["mfu"]]
     cols["first step s"] = [f"{v:.2f}" for v in df["first_step_s"]]
     cols["accuracy"] = [
         f"{a:.4f}" + ("" if math.isnan(s) else f" ± {s:.4f}")
