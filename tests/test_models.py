@@ -76,14 +76,17 @@ def test_builder_returning_a_compiled_model_is_refused():
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         return model
 
-    wl = Workload("bad", "compiled model", (32, 32, 3), 100, {"functional": compiled})
+    cifar = get_workload("cifar100")
+    wl = Workload(
+        name="bad", models={"functional": compiled}, data=cifar.data, loss=cifar.loss, input_shape=(32, 32, 3)
+    )
     with pytest.raises(BadInputError, match="compiled model"):
         models.build(wl, "functional", seed=0)
 
 
 def test_workload_without_builder_is_refused():
-    with pytest.raises(BadInputError, match="no model builder"):
-        Workload("empty", "no models", (4,), 2, {})
+    with pytest.raises(BadInputError, match="no model given"):
+        Workload(name="empty", models={}, data=get_workload("mnist").data, loss="mse")
 
 
 def tf_profiler_flops(workload, batch: int = 32) -> dict[str, float]:

@@ -1,3 +1,17 @@
-"""tf2bench: a benchmark and profiling harness for TensorFlow 2 training loops."""
+"""tf2bench: a benchmark and profiling harness for TensorFlow 2 training loops.
+
+Bring your own model::
+
+    import tf2bench
+    wl = tf2bench.Workload(name="mlp", model=build_mlp, data=load_data, loss="sparse_categorical_crossentropy")
+    df = tf2bench.benchmark(wl, variants=["fit", "tf_function", "tf_data"])
+
+Importing this package does not import TensorFlow; running a benchmark does.
+"""
+
+from tf2bench.api import benchmark
+from tf2bench.data import DataRequest, Dataset
+from tf2bench.workloads import Workload, get_workload, register_workload
 
 __version__ = "0.1.0"
+__all__ = ["DataRequest", "Dataset", "Workload", "benchmark", "get_workload", "register_workload"]

@@ -145,7 +145,7 @@ class _Distributed(Variant):
         if self.replicas > 1:
             reference = self.reference_strategy(self.strategy)
             if reference is not None:
-                plan = BatchPlan(len(c.x), self.per_replica_batch, c.config.seed)
+                plan = BatchPlan(len(c.y), self.per_replica_batch, c.config.seed)
                 self.reference = type(self)(dataclasses.replace(c, plan=plan), strategy=reference)
                 self.reference.setup()
         c.config = dataclasses.replace(c.config, batch_size=self.global_batch)  # the loop's view: global batches

@@ -6,6 +6,7 @@ Kept free of TensorFlow imports so pytest can resolve the warning classes named 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 # Exit codes shared by the CLI (and documented in the README).
@@ -75,3 +76,19 @@ class UnsupportedError(Tf2benchError):
     """A training loop cannot run on this machine (e.g. a precision the device lacks); the suite skips it."""
 
     exit_code = EXIT_FAILED
+
+
+def reason(exc: BaseException, limit: int = 300) -> str:
+    """One line that says why, out of TensorFlow's "in user code:" and Keras's "Exception encountered when
+    calling ..." wrappers (Keras marks the real message in bold)."""
+    text = str(exc)
+    bold = re.findall(r"\x1b\[1m(.*?)\x1b\[0m", text, flags=re.S)
+    if bold:
+        return " ".join(bold[-1].split())[:limit]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    noise = ("in user code", "File ", "Arguments received", "•", "Exception encountered when calling", "return ")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(noise)]
+    if not useful:
+        return (lines[0] if lines else type(exc).__name__)[:limit]
+    return (useful[-1] if lines[0].startswith("in user code") else useful[0])[:limit]

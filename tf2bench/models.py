@@ -6,11 +6,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from tf2bench.errors import BadInputError
+from tf2bench.errors import BadInputError, reason
 from tf2bench.workloads import Workload
 
 
-def build(workload: Workload, api: str, seed: int) -> Any:
+def build(workload: Workload, api: str, seed: int, sample: Any = None) -> Any:
     """A fresh model whose initial weights depend only on ``(workload, seed)``.
 
     The seed is set right before the builder runs, so every variant of one case
@@ -33,11 +33,30 @@ def build(workload: Workload, api: str, seed: int) -> Any:
             f"workload {workload.name!r}: model builder for {api!r} returned a compiled model; "
             "return it uncompiled (tf2bench compiles it for the fit variants)"
         )
-    if not model.built or not model.weights:
-        import numpy as np
+    if not model.built or not model.weights:  # e.g. a subclassed model: calling it creates the weights
+        if sample is None and workload.input_shape is not None:
+            import numpy as np
 
-        model(np.zeros((1, *workload.input_shape), dtype="float32"))  # creates the weights
+            sample = np.zeros((1, *workload.input_shape), dtype="float32")
+        if sample is None:
+            raise BadInputError(
+                f"workload {workload.name!r}: model {api!r} has no weights yet and no sample to build it"
+            )
+        call_on_sample(workload, api, model, sample)
     return model
+
+
+def call_on_sample(workload: Workload, api: str, model: Any, sample: Any) -> Any:
+    """``model(sample)``, with an error that names the workload's data when they do not fit."""
+    from tf2bench import nest
+
+    try:
+        return model(sample, training=False)
+    except Exception as exc:  # Keras raises ValueError, TypeError, KeyError or a TF op error here
+        raise BadInputError(
+            f"workload {workload.name!r}: the data does not fit model {api!r}: inputs {nest.describe(sample)} "
+            f"-> {type(exc).__name__}: {reason(exc)}"
+        ) from exc
 
 
 def param_count(model: Any) -> int:
@@ -61,7 +80,7 @@ class Flops:
     gradient is never computed. Bias adds, activations and pooling are left out (< 1%).
     """
 
-    forward: int
+    forward: int | None  # None: declared by the workload (training FLOPs only)
     train: int
 
 
@@ -90,16 +109,15 @@ def count_flops(model: Any) -> Flops:
     return Flops(forward=total, train=3 * total - first)
 
 
-def flops_per_sample(workload: Workload) -> Flops:
-    """Counted on the first API whose layers have symbolic shapes (Sequential/Functional)."""
-    errors = []
-    for api, builder in workload.models.items():
+def flops_per_sample(workload: Workload) -> Flops | None:
+    """Declared on the workload, else counted on the first API whose layers have symbolic shapes
+    (Sequential/Functional); None when neither (MFU is then not reported)."""
+    if workload.flops_per_sample is not None:
+        return Flops(forward=None, train=workload.flops_per_sample)
+    for builder in workload.models.values():
         model = builder()
         try:
             return count_flops(model)
-        except (AttributeError, ValueError) as exc:  # subclassed: no layer.output
-            errors.append(f"{api}: {exc}")
-    raise BadInputError(
-        f"workload {workload.name!r}: cannot count FLOPs from layer shapes ({'; '.join(errors)}); "
-        "declare them on the workload"
-    )
+        except (AttributeError, ValueError, BadInputError):  # subclassed: no layer.output; no Conv2D/Dense
+            continue
+    return None

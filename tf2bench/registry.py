@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from tf2bench.errors import UnknownNameError
@@ -32,6 +33,19 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         self.get(name)
         del self._items[name]
+
+    @contextmanager
+    def using(self, name: str, item: T) -> Iterator[T]:
+        """``item`` under ``name`` for the duration of a block; whatever was there before comes back after."""
+        previous = self._items.get(name)
+        self._items[name] = item
+        try:
+            yield item
+        finally:
+            if previous is None:
+                self._items.pop(name, None)
+            else:
+                self._items[name] = previous
 
     def names(self) -> list[str]:
         return list(self._items)

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from tf2bench import envinfo, models, peak, profiling
+from tf2bench import envinfo, models, nest, peak, profiling
 from tf2bench.data import Dataset
-from tf2bench.errors import DivergedError
+from tf2bench.errors import BadInputError, DivergedError, reason
 from tf2bench.timing import window_stats
 from tf2bench.variants import BatchPlan, RunConfig, TrainContext, WindowResult, get_variant
 from tf2bench.workloads import Workload
@@ -25,36 +25,55 @@ from tf2bench.workloads import Workload
 EVAL_BATCH = 500
 
 
-def evaluate(model: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Test accuracy and mean loss, in inference mode, batch by batch."""
+def evaluate(model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> tuple[float, float]:
+    """Test accuracy and mean loss, in inference mode, batch by batch.
+
+    Accuracy: argmax over the outputs; a single output is a binary classifier, thresholded at
+    0.5 (probabilities) or 0 (logits, when the loss says ``from_logits``).
+    """
     correct, loss_sum = 0, 0.0
-    for i in range(0, len(x), EVAL_BATCH):
-        probs = model(x[i : i + EVAL_BATCH], training=False)
+    from_logits = bool(getattr(loss_fn, "from_logits", False) or getattr(loss_fn, "_fn_kwargs", {}).get("from_logits"))
+    for i in range(0, len(y), EVAL_BATCH):
+        out = model(nest.take(x, slice(i, i + EVAL_BATCH)), training=False)
         yb = y[i : i + EVAL_BATCH]
-        loss_sum += float(loss_fn(yb, probs)) * len(yb)
-        correct += int(np.sum(np.argmax(np.asarray(probs), axis=-1) == yb))
-    return correct / len(x), loss_sum / len(x)
+        loss_sum += float(loss_fn(yb, out)) * len(yb)
+        out = np.asarray(out, dtype=np.float32).reshape(len(yb), -1)
+        guess = np.argmax(out, axis=-1) if out.shape[1] > 1 else (out[:, 0] > (0.0 if from_logits else 0.5))
+        correct += int(np.sum(guess == yb))
+    return correct / len(y), loss_sum / len(y)
+
+
+def check_fit(workload: Workload, api: str, model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> None:
+    """The data, the model and the loss fit together: a clear error now, not a traceback mid-loop."""
+    out = models.call_on_sample(workload, api, model, x)
+    try:
+        loss_fn(y, out)  # a NaN here is left to the loop: it fails with the steps where it happened
+    except Exception as exc:  # shapes or dtypes the loss cannot take
+        raise BadInputError(
+            f"workload {workload.name!r}: the loss cannot take labels {y.shape} {y.dtype} and model {api!r}'s "
+            f"outputs {tuple(np.shape(out))}: {type(exc).__name__}: {reason(exc)}"
+        ) from exc
 
 
 class BenchmarkRun:
     """Trains one (workload, api, variant) case; call warmup(), window() × rounds, [profile()], result()."""
 
     def __init__(self, workload: Workload, api: str, variant: str, dataset: Dataset, config: RunConfig) -> None:
-        import keras
-
         self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
         variant_cls = get_variant(variant)  # unknown names fail before any work
+        sample = nest.take(dataset.x_train, slice(0, 2))
 
         def build_model() -> Any:
             with variant_cls.model_scope():  # e.g. a mixed-precision policy, restored on leaving
-                return models.build(workload, api, config.seed)
+                return models.build(workload, api, config.seed, sample)
 
         self.model = build_model()
         self.init_fingerprint = models.weights_fingerprint(self.model)
-        self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
-        optimizer = keras.optimizers.Adam(learning_rate=workload.learning_rate)
+        self.loss_fn = workload.make_loss()
+        check_fit(workload, api, self.model, self.loss_fn, sample, dataset.y_train[:2])
+        optimizer = workload.make_optimizer()
         optimizer.build(self.model.trainable_variables)
-        self.plan = BatchPlan(len(dataset.x_train), variant_cls.global_batch_size(config), config.seed)
+        self.plan = BatchPlan(len(dataset.y_train), variant_cls.global_batch_size(config), config.seed)
         self.steps_per_window = self.plan.steps_per_epoch if config.epochs else config.steps
         self.rounds = config.epochs or config.rounds
         ctx = TrainContext(
@@ -129,7 +148,9 @@ class BenchmarkRun:
         acc, loss = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
         flops = models.flops_per_sample(self.workload)
         device_peak = peak.peak()  # measured once per process, on this device
-        gflops, mfu = peak.mfu(flops.train, stats.samples_per_sec, device_peak.gflops)
+        gflops, mfu = (
+            peak.mfu(flops.train, stats.samples_per_sec, device_peak.gflops) if flops is not None else (None, None)
+        )
         setups = [w.setup_s for w in self.windows]
         return {
             "workload": self.workload.name,
@@ -163,8 +184,8 @@ class BenchmarkRun:
             "test_accuracy": acc,
             "test_loss": loss,
             "params": models.param_count(self.model),
-            "flops_per_sample": flops.train,
-            "flops_per_sample_forward": flops.forward,
+            "flops_per_sample": flops.train if flops else None,
+            "flops_per_sample_forward": flops.forward if flops else None,
             "gflops_per_sec": gflops,  # training FLOPs (flops_per_sample) x samples_per_sec
             "mfu": mfu,  # gflops_per_sec / the fp32 matmul peak measured in this run
             "peak_gflops": device_peak.gflops,

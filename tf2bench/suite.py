@@ -7,6 +7,7 @@ fails the whole run at once with a message naming the valid choices.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +16,13 @@ from tf2bench.errors import BadInputError, check_positive_int
 from tf2bench.presets import Preset, get_preset
 from tf2bench.registry import parse_names
 from tf2bench.variants import VARIANTS, RunConfig
-from tf2bench.workloads import WORKLOADS, get_workload
+from tf2bench.workloads import WORKLOADS, get_workload, load_spec
 
 DEFAULT_PROFILE_STEPS = 5
 
 # option name -> (environment variable, help)
 OPTIONS: dict[str, tuple[str, str]] = {
-    "workload": ("TF2BENCH_WORKLOAD", "workloads, comma-separated (default: all)"),
+    "workload": ("TF2BENCH_WORKLOAD", "workloads, comma-separated, or package.module:attribute specs (default: all)"),
     "api": ("TF2BENCH_API", "model APIs: sequential, functional, subclassing (default: all)"),
     "variant": ("TF2BENCH_VARIANT", "training loops, comma-separated (default: all)"),
     "dataset": ("TF2BENCH_DATASET", f"data source: {', '.join(SOURCES)} (default: auto)"),
@@ -129,16 +130,22 @@ def _flag(name: str, value: Any) -> bool:
     raise BadInputError(f"{OPTIONS[name][0]} must be 1/0, true/false, yes/no or on/off, got {value!r}")
 
 
-def parse_options(raw: dict[str, Any]) -> SuiteOptions:
-    """Build options from ``raw`` (flag values; None = not given), falling back to env vars."""
+def workload_names(value: str) -> str:
+    """Registered names stay; ``package.module:attribute`` specs are imported, registered and named."""
+    return ",".join(load_spec(t.strip()).name if ":" in t else t for t in str(value).split(","))
+
+
+def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None) -> SuiteOptions:
+    """Build options from ``raw`` (flag values; None = not given), falling back to ``environ`` (os.environ)."""
+    env = os.environ if environ is None else environ
 
     def get(name: str) -> Any:
         value = raw.get(name)
         if value is None:
-            value = os.environ.get(OPTIONS[name][0]) or None
+            value = env.get(OPTIONS[name][0]) or None
         return value
 
-    workloads = parse_names("workload", get("workload") or "all", WORKLOADS.names())
+    workloads = parse_names("workload", workload_names(get("workload") or "all"), WORKLOADS.names())
     all_apis = list(dict.fromkeys(a for w in workloads for a in get_workload(w).apis))
     apis = parse_names("api", get("api") or "all", all_apis)
     variants = parse_names("variant", get("variant") or "all", VARIANTS.names())

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tf2bench import nest
 from tf2bench.errors import BadInputError, UnsupportedError
 from tf2bench.registry import Registry
 from tf2bench.timing import Stopwatch, sync_devices
@@ -108,7 +109,7 @@ class TrainContext:
     model: Any
     optimizer: Any
     loss_fn: Any
-    x: np.ndarray
+    x: Any  # an array, a tuple or a dict of arrays (tf2bench.nest)
     y: np.ndarray
     plan: BatchPlan
     config: RunConfig
@@ -184,9 +185,9 @@ class Variant(ABC):
         """
         return contextlib.nullcontext()
 
-    def _window_arrays(self, start: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    def _window_arrays(self, start: int, steps: int) -> tuple[Any, np.ndarray]:
         idx = self.ctx.plan.indices(start, steps).reshape(-1)
-        return self.ctx.x[idx], self.ctx.y[idx]
+        return nest.take(self.ctx.x, idx), self.ctx.y[idx]
 
 
 VARIANTS: Registry[type[Variant]] = Registry("variant")
@@ -269,9 +270,9 @@ class Eager(Variant):
             with self.step_marker(start + k):
                 xs, ys = [], []
                 for j in rows:  # one sample at a time, as the tutorial walks them
-                    xs.append(c.x[j])
+                    xs.append(nest.take(c.x, j))
                     ys.append(c.y[j])
-                loss = train_step(c.model, c.optimizer, c.loss_fn, np.stack(xs), np.array(ys))
+                loss = train_step(c.model, c.optimizer, c.loss_fn, nest.stack(xs), np.array(ys))
         seconds = self.stopwatch.stop()
         return WindowResult(seconds, _finite_loss(loss))
 
@@ -294,7 +295,8 @@ class Tutorial(Variant):
             with self.step_marker(start + k):
                 for i, j in enumerate(rows):
                     if i % c.config.batch_size == 0:
-                        loss = train_step(c.model, c.optimizer, c.loss_fn, c.x[j : j + 1], c.y[j : j + 1])
+                        one = nest.take(c.x, slice(j, j + 1))
+                        loss = train_step(c.model, c.optimizer, c.loss_fn, one, c.y[j : j + 1])
         seconds = self.stopwatch.stop()
         return WindowResult(seconds, _finite_loss(loss))
 
@@ -329,19 +331,20 @@ class TfFunction(_CompiledStep):
         for k in range(steps):
             with self.step_marker(start + k):
                 i = k * b
-                loss = self.step(x[i : i + b], y[i : i + b])
+                loss = self.step(nest.take(x, slice(i, i + b)), y[i : i + b])
         seconds = self.stopwatch.stop()
         return WindowResult(seconds, _finite_loss(loss))
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_indices: np.ndarray) -> Any:
+def make_dataset(x: Any, y: np.ndarray, batch_indices: np.ndarray) -> Any:
     """tf.data pipeline yielding the planned batches: index batches gathered from the arrays."""
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     index = tf.data.Dataset.from_tensor_slices(batch_indices)
     ds = tf.data.Dataset.zip((index, data)).map(
-        lambda i, d: (tf.gather(d[0], i), tf.gather(d[1], i)), num_parallel_calls=tf.data.AUTOTUNE
+        lambda i, d: (tf.nest.map_structure(lambda a: tf.gather(a, i), d[0]), tf.gather(d[1], i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -1,0 +1,18 @@
+"""Benchmark my model from Python: `python examples/my_model/benchmark_my_model.py [storage-dir]`.
+
+Times fit against the compiled loops on the workload in my_model.py, prints the table and adds
+the run to results/benchmarks (or the directory given), where `tf2bench report` and
+`tf2bench compare` read it like any suite run.
+"""
+
+import sys
+
+from my_model import workload
+
+import tf2bench
+
+df = tf2bench.benchmark(
+    workload, variants=["fit", "tf_function", "tf_data"], save=(sys.argv[1:] or ["results/benchmarks"])[0]
+)
+print(df[["variant", "samples_per_sec", "cv", "speedup_vs_fit", "test_accuracy", "verdict"]].to_string(index=False))
+print(f"saved: {df.attrs['path']}")

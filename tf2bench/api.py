@@ -1,0 +1,224 @@
+"""``tf2bench.benchmark``: the suite from Python, on any workload, as a pandas DataFrame.
+
+The same cases, runner and result record as ``pytest bench``; the run is laid out as a
+pytest-benchmark JSON document (so ``tf2bench report`` and ``tf2bench compare`` read it
+unchanged when saved) and the DataFrame comes from the report's own table builder. A
+variant that cannot train the model (not XLA-compilable, Python side effects in ``call``)
+gets a row with its ``error``; the others still run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tf2bench.errors import BadInputError, NoisyMeasurementWarning, Tf2benchError, UnsupportedError, reason
+from tf2bench.timing import NOISY_CV
+from tf2bench.workloads import BUILTIN, WORKLOADS, Workload, load_spec
+
+
+def benchmark(
+    workload: Workload | str,
+    variants: Sequence[str] | str = "all",
+    *,
+    apis: Sequence[str] | str = "all",
+    preset: str = "quick",
+    steps: int | None = None,
+    rounds: int | None = None,
+    seed: int = 0,
+    dataset: str = "auto",
+    train_size: int | None = None,
+    test_size: int | None = None,
+    save: str | Path | None = None,
+    verbose: bool = False,
+) -> Any:
+    """Time ``variants`` of the training loop on ``workload``; one DataFrame row per (api, variant).
+
+    ``workload``: a :class:`Workload` (registered for the call only), a registered name, or a
+    ``"package.module:attribute"`` spec. ``save``: a pytest-benchmark storage directory
+    (e.g. ``"results/benchmarks"``); the run is added there as a new numbered file, never
+    overwriting one, and its path is in ``df.attrs["path"]``. Columns are the report's
+    (``tf2bench.report.build``) plus ``params``, ``mfu``, ``final_fingerprint`` and ``error``.
+    """
+    options = {
+        "variants": variants, "apis": apis, "preset": preset, "steps": steps, "rounds": rounds, "seed": seed,
+        "dataset": dataset, "train_size": train_size, "test_size": test_size, "save": save, "verbose": verbose,
+    }  # fmt: skip
+    if isinstance(workload, Workload):
+        if workload.name in BUILTIN and WORKLOADS.get(workload.name) is not workload:
+            raise BadInputError(f"workload {workload.name!r}: the name is taken by a built-in workload; choose another")
+        with WORKLOADS.using(workload.name, workload):  # a re-declared workload (a notebook cell run again) is fine
+            return _benchmark(workload.name, **options)
+    if isinstance(workload, str) and ":" in workload:
+        name = load_spec(workload).name
+    elif isinstance(workload, str):
+        name = WORKLOADS.get(workload).name  # UnknownNameError names the valid ones
+    else:
+        raise BadInputError(
+            f"workload must be a tf2bench.Workload, a name or a module:attribute spec, got {workload!r}"
+        )
+    return _benchmark(name, **options)
+
+
+def _benchmark(
+    name: str,
+    *,
+    variants: Sequence[str] | str,
+    apis: Sequence[str] | str,
+    preset: str,
+    steps: int | None,
+    rounds: int | None,
+    seed: int,
+    dataset: str,
+    train_size: int | None,
+    test_size: int | None,
+    save: str | Path | None,
+    verbose: bool,
+) -> Any:
+    from tf2bench import data, report, runs
+    from tf2bench.runner import BenchmarkRun
+    from tf2bench.suite import parse_options
+
+    raw = {
+        "workload": name,
+        "variant": variants if isinstance(variants, str) else ",".join(variants),
+        "api": apis if isinstance(apis, str) else ",".join(apis),
+        "preset": preset,
+        "steps": steps,
+        "rounds": rounds,
+        "seed": str(seed),
+        "dataset": dataset,
+        "train_size": train_size,
+        "test_size": test_size,
+    }
+    opts = parse_options(raw, environ={})  # the arguments say it all: no TF2BENCH_* variables here
+    wl = WORKLOADS.get(name)
+    train, test = opts.sizes(name)
+    ds = data.load(wl, opts.dataset, train_size=train, test_size=test)
+    started, records, failed = time.perf_counter(), [], []
+    for case in opts.cases():
+        try:
+            run = BenchmarkRun(wl, case.api, case.variant, ds, opts.run_config(name, case.seed))
+            run.warmup()
+            seconds = [run.window() for _ in range(run.rounds)]
+            info = {**run.result(), "repeat": case.repeat}
+        except BadInputError:
+            raise  # the declaration or data is wrong: every variant would fail the same way
+        except UnsupportedError as exc:
+            failed.append(_failure(case, f"skipped: {exc}"))
+            continue
+        except Exception as exc:  # a loop this model breaks: record why, run the rest
+            failed.append(_failure(case, f"{type(exc).__name__}: {reason(exc)}"))
+            continue
+        records.append(_benchmark_json(case, seconds, info))
+        if verbose:
+            print(f"{case.id}: {info['samples_per_sec']:.0f} samples/s ±{100 * info['cv']:.1f}%")
+        if info["noisy"]:
+            warnings.warn(
+                NoisyMeasurementWarning(
+                    f"{case.id}: rounds vary by {100 * info['cv']:.1f}% (CV > {100 * NOISY_CV:.0f}%)"
+                ),
+                stacklevel=2,
+            )
+    doc = _run_json(records, opts, time.perf_counter() - started)
+    path = _save(doc, Path(save)) if save is not None and records else None
+    if records:
+        run = runs.SavedRun(
+            path=path or Path(f"api_{_stamp()}.json"),
+            benchmarks=doc["benchmarks"],
+            suite=doc["tf2bench"],
+            datetime=doc["datetime"],
+        )
+        df = report.build([run])
+        extra = {(b["extra_info"]["api"], b["extra_info"]["variant"]): b["extra_info"] for b in doc["benchmarks"]}
+        for col in ("params", "gflops_per_sec", "flops_per_sample", "final_fingerprint", "init_fingerprint"):
+            df[col] = [extra[(a, v)].get(col) for a, v in zip(df["api"], df["variant"], strict=True)]
+        df["error"] = None
+    else:
+        import pandas as pd
+
+        df = pd.DataFrame(columns=["workload", "api", "variant", "error"])
+    if failed:
+        import pandas as pd
+
+        df = pd.concat([df, pd.DataFrame(failed)], ignore_index=True)
+    df.attrs["path"] = str(path) if path else None
+    return df
+
+
+def _failure(case: Any, error: str) -> dict[str, Any]:
+    return {"workload": case.workload, "api": case.api, "variant": case.variant, "error": error}
+
+
+def _benchmark_json(case: Any, seconds: list[float], info: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark as pytest-benchmark writes it (stats over the rounds, round data included)."""
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for s in seconds:
+        stats.update(s)
+    return {
+        "group": f"{case.workload}-{case.api}",
+        "name": f"test_train[{case.id}]",
+        "fullname": f"tf2bench.api::test_train[{case.id}]",
+        "params": {"case": case.id},
+        "param": case.id,
+        "extra_info": info,
+        "options": {"timer": "tf2bench.timing.bench_clock", "min_rounds": len(seconds), "warmup": False},
+        "stats": {**stats.as_dict(), "data": list(seconds), "iterations": 1},
+    }
+
+
+def _run_json(benchmarks: list[dict[str, Any]], opts: Any, wall_s: float) -> dict[str, Any]:
+    from pytest_benchmark import __version__
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_commit_info
+
+    from tf2bench import envinfo, peak
+
+    machine = pytest_benchmark_generate_machine_info()
+    machine["tf2bench"] = {**envinfo.machine_info(), "peak_matmul": peak.peak().as_dict()}
+    return {
+        "machine_info": machine,
+        "commit_info": get_commit_info(),
+        "benchmarks": benchmarks,
+        "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "version": __version__,
+        "tf2bench": {
+            "preset": opts.preset.name,
+            "dataset": opts.dataset,
+            "repeat": opts.repeat,
+            "seeds": opts.seeds,
+            "wall_s": wall_s,
+            "harness_overhead": None,
+            "source": "tf2bench.benchmark",
+        },
+    }
+
+
+def _stamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d_%H%M%S")
+
+
+def _save(doc: dict[str, Any], storage: Path) -> Path:
+    """A new numbered file under ``storage/<machine id>/``, as pytest-benchmark numbers them; never overwrites."""
+    from pytest_benchmark.utils import get_machine_id, get_tag
+
+    from tf2bench.storage import atomic_write
+
+    folder = storage / get_machine_id()
+    for _ in range(5):  # another process may take the number between listing and linking
+        taken = [int(m[1]) for p in folder.glob("*.json") if (m := re.match(r"(\d{4})_", p.name))]
+        path = folder / f"{max(taken, default=0) + 1:04d}_{get_tag()}.json"
+        try:
+            atomic_write(path, json.dumps(doc, indent=4, default=str).encode(), overwrite=False)
+            return path
+        except FileExistsError:
+            continue
+    raise Tf2benchError(f"could not find a free run number under {folder}")

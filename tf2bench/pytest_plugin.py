@@ -1,0 +1,311 @@
+"""The suite as a pytest plugin: options, cases, data cache, progress lines, machine info.
+
+tf2bench's own ``bench/`` uses it exactly as a user's repository does — a ``conftest.py``
+with ``from tf2bench.pytest_plugin import *`` and a test module with
+``from tf2bench.pytest_plugin import test_train`` — then
+``pytest bench --benchmark-autosave [--tf2bench-workload mypkg.bench:my_workload]``.
+Results go to ``<rootdir>/results/benchmarks`` unless ``--benchmark-storage`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tf2bench.errors import Tf2benchError
+from tf2bench.storage import make_run_saves_atomic
+from tf2bench.suite import FLAGS, OPTIONS, SuiteOptions, parse_options
+from tf2bench.timing import NOISY_CV
+
+DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default
+
+__all__ = [  # what a conftest.py takes with `from tf2bench.pytest_plugin import *`
+    "datasets",
+    "pytest_addoption",
+    "pytest_benchmark_update_json",
+    "pytest_benchmark_update_machine_info",
+    "pytest_configure",
+    "pytest_generate_tests",
+    "pytest_sessionstart",
+    "pytest_terminal_summary",
+    "pytest_unconfigure",
+    "report_progress",
+    "suite",
+    "trace_run_dir",
+]
+
+
+def results_dir(config: pytest.Config) -> Path:
+    return Path(config.rootpath) / "results"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tf2bench", "tf2bench suite (each also settable by its environment variable)")
+    for name, (env, help_text) in OPTIONS.items():
+        flag = {"action": "store_true"} if name in FLAGS else {}
+        group.addoption(
+            f"--{name.replace('_', '-')}", dest=f"tf2bench_{name}", default=None, help=f"{help_text} [{env}]", **flag
+        )
+    group.addoption(
+        "--tf2bench-workload",
+        dest="tf2bench_workload_specs",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="your own workload, a tf2bench.Workload importable as package.module:attribute (repeatable); "
+        "runs it (with --workload too, if given)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Validate options at once; point pytest-benchmark at results/ and at the suite's clock."""
+    try:
+        raw = {n: config.getoption(f"tf2bench_{n}") for n in OPTIONS}
+        specs = config.getoption("tf2bench_workload_specs") or []
+        if specs:
+            raw["workload"] = ",".join(filter(None, [raw["workload"], *specs]))
+        config._tf2bench = parse_options(raw)
+        if config._tf2bench.devices:  # logical devices: before TensorFlow initialises (DevicesTooLateError if not)
+            from tf2bench.distribute import configure_devices
+
+            configure_devices(config._tf2bench.devices)
+    except Tf2benchError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if config.getoption("benchmark_storage") == DEFAULT_STORAGE:
+        config.option.benchmark_storage = f"file://{results_dir(config) / 'benchmarks'}"
+    # Rounds are timed by the windows themselves (device sync included, fit's set-up excluded).
+    config.option.benchmark_timer = "tf2bench.timing.bench_clock"
+    config.option.benchmark_save_data = True  # round times: compare's significance test needs them
+    config._tf2bench_start = time.perf_counter()
+    config._tf2bench_results = []
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = metafunc.config._tf2bench.cases()
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def suite(pytestconfig: pytest.Config) -> SuiteOptions:
+    return pytestconfig._tf2bench
+
+
+@pytest.fixture(scope="session")
+def trace_run_dir(suite: SuiteOptions, pytestconfig: pytest.Config) -> Path | None:
+    """This session's trace directory (<trace-dir>/<run-id>), or None without --profile."""
+    if not suite.profile:
+        return None
+    from tf2bench.profiling import new_run_dir
+
+    root = Path(suite.trace_dir) if suite.trace_dir else results_dir(pytestconfig) / "traces"
+    pytestconfig._tf2bench_trace_dir = new_run_dir(root)
+    return pytestconfig._tf2bench_trace_dir
+
+
+@pytest.fixture(scope="session")
+def datasets(suite: SuiteOptions):
+    """Load each workload's data once per session; fallbacks warn once, visibly."""
+    from tf2bench import data
+    from tf2bench.workloads import get_workload
+
+    cache = {}
+
+    def get(workload: str):
+        if workload not in cache:
+            train, test = suite.sizes(workload)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    cache[workload] = data.load(get_workload(workload), suite.dataset, train_size=train, test_size=test)
+                except Tf2benchError as exc:  # no data: stop the run; finished benchmarks are still saved
+                    pytest.exit(f"tf2bench: {exc}", returncode=exc.exit_code)
+            for w in caught:
+                _say(f"tf2bench: {w.message}")
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return cache[workload]
+
+    return get
+
+
+_CONFIG: list[pytest.Config] = []
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG.append(session.config)
+    # SIGTERM (CI cancel, kill) ends the run like Ctrl-C: finished benchmarks are saved, whole.
+    session.config._tf2bench_sigterm = signal.signal(signal.SIGTERM, _terminate)
+    bench_session = getattr(session.config, "_benchmarksession", None)
+    if bench_session is not None:
+        make_run_saves_atomic(bench_session.storage)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = getattr(config, "_tf2bench_sigterm", None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _say(line: str) -> None:
+    plugins = _CONFIG[-1].pluginmanager if _CONFIG else None
+    tr = plugins.get_plugin("terminalreporter") if plugins else None
+    if tr is None:
+        print(line)
+        return
+    capman = plugins.get_plugin("capturemanager")  # progress goes to the terminal, not into a test's capture
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        tr.ensure_newline()
+        tr.write_line(line)
+
+
+def _mfu(info: dict) -> str:
+    return "  -  " if info.get("mfu") is None else f"{info['mfu']:.3f}"
+
+
+@pytest.fixture
+def report_progress(pytestconfig: pytest.Config):
+    def report(info: dict) -> None:
+        pytestconfig._tf2bench_results.append(info)
+        notes = "  NOISY" if info["cv"] > NOISY_CV else ""
+        if info.get("scaling_efficiency") is not None:  # distributed loops (tf2bench.distribute)
+            notes += f"  [{info['replicas']} replicas, scaling efficiency {info['scaling_efficiency']:.2f}]"
+        prof = info.get("profile")
+        if prof:
+            notes += (
+                f"  [profile: no trace, {prof['error']}]"
+                if "error" in prof
+                else f"  [profile: step {prof['step_time_ms']:.1f} ms, input {prof['input_bound_pct']:.1f}%]"
+            )
+        _say(
+            f"{info['workload']:>8} {info['api']:<11} {info['variant']:<11} "
+            f"{info['samples_per_sec']:9.0f} samples/s ±{100 * info['cv']:4.1f}%  "
+            f"step {info['step_time_ms']:7.1f} ms  MFU {_mfu(info)}  first {info['first_step_s']:5.2f} s  "
+            f"acc {info['test_accuracy']:.3f}  [{info['dataset']['source']}, r{info['repeat']} s{info['seed']}]{notes}"
+        )
+
+    return report
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    from tf2bench import envinfo, peak
+
+    machine_info["tf2bench"] = envinfo.machine_info()
+    machine_info["tf2bench"]["peak_matmul"] = peak.peak().as_dict()  # the MFU denominator of every result
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    opts: SuiteOptions = config._tf2bench
+    output_json["tf2bench"] = {
+        "preset": opts.preset.name,
+        "dataset": opts.dataset,
+        "repeat": opts.repeat,
+        "seeds": opts.seeds,
+        "wall_s": time.perf_counter() - config._tf2bench_start,
+        "harness_overhead": getattr(config, "_tf2bench_overhead", None),  # bench/test_overhead.py
+    }
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    tr = terminalreporter
+    overhead = getattr(config, "_tf2bench_overhead", None)
+    if overhead:
+        tr.section("tf2bench: harness overhead (timed tf_function window vs a bare loop)")
+        o = overhead
+        tr.write_line(
+            f"{o['workload']} {o['api']}, {o['windows']} windows of {o['steps']} steps each: "
+            f"harness {1000 * overhead['harness_s_median']:.1f} ms, bare {1000 * overhead['bare_s_median']:.1f} ms, "
+            f"overhead {100 * overhead['overhead']:+.2f}% ±{100 * overhead['noise']:.2f}% "
+            f"(whole call {100 * overhead['call_overhead']:+.2f}%); bookkeeping "
+            f"{o['bookkeeping_us_per_step']:.1f} µs/step = {100 * o['bookkeeping']:.3f}% of a step, "
+            f"limit {100 * overhead['max_overhead']:.0f}%"
+        )
+    results = getattr(config, "_tf2bench_results", None)
+    if not results:
+        return
+    tr.section("tf2bench: steady-state throughput (median of rounds) and speed-up vs fit")
+    fit = {
+        (r["workload"], r["api"], r["repeat"], r["seed"]): r["samples_per_sec"]
+        for r in results
+        if r["variant"] == "fit"
+    }
+    for r in results:
+        base = fit.get((r["workload"], r["api"], r["repeat"], r["seed"]))
+        speedup = f"{r['samples_per_sec'] / base:5.2f}x" if base else "    - "
+        tr.write_line(
+            f"{r['workload']:>8} {r['api']:<11} {r['variant']:<11} {r['samples_per_sec']:9.0f}/s "
+            f"±{100 * r['cv']:4.1f}%  {speedup} fit  MFU {_mfu(r)}  first {r['first_step_s']:5.2f} s  "
+            f"acc {r['test_accuracy']:.3f}"
+        )
+    noisy = [r for r in results if r["cv"] > NOISY_CV]
+    if noisy:
+        tr.write_line(
+            f"{len(noisy)} figure(s) vary by more than {100 * NOISY_CV:.0f}% between rounds (NOISY): "
+            "use --repeat, --preset rigorous, or a quieter machine before trusting them"
+        )
+    traces = getattr(config, "_tf2bench_trace_dir", None)
+    if traces is not None:
+        profiled = [r["profile"] for r in results if r.get("profile")]
+        failed = [p for p in profiled if "error" in p]
+        tr.write_line(
+            f"profiler traces ({len(profiled) - len(failed)} of {len(results)}): tensorboard --logdir {traces}"
+        )
+        for p in failed:
+            tr.write_line(f"  no trace for {p['trace_dir']}: {p['error']}")
+    from tf2bench import peak
+
+    p = peak.peak()
+    tr.write_line(
+        f"MFU = achieved training GFLOP/s / measured fp32 matmul peak: {p.gflops:.1f} GFLOP/s ({p.n}² matmuls)"
+    )
+    tr.write_line(f"wall time: {time.perf_counter() - config._tf2bench_start:.0f} s")
+
+
+def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir):
+    """One benchmark: each round is one steady-state window of training steps, timed by the loop itself
+    and ended by a device sync (tf2bench.timing). Warm-up (tracing, compilation) runs before the rounds
+    and is reported apart as ``first_step_s``; evaluation runs after them. With ``--profile`` an untimed,
+    profiled window runs between the rounds and evaluation, in every variant alike.
+
+    Import it into a test module (``from tf2bench.pytest_plugin import test_train``) to collect it.
+    """
+    from tf2bench.errors import NoisyMeasurementWarning, UnsupportedError
+    from tf2bench.profiling import run_name
+    from tf2bench.runner import BenchmarkRun
+    from tf2bench.timing import BENCH_CLOCK
+    from tf2bench.workloads import get_workload
+
+    workload = get_workload(case.workload)
+    config = suite.run_config(case.workload, case.seed)
+    try:
+        run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config)
+    except UnsupportedError as exc:  # e.g. a precision this device cannot run: say why, run the rest
+        pytest.skip(str(exc))
+    run.warmup()
+    benchmark.group = f"{case.workload}-{case.api}"
+    benchmark.pedantic(lambda: BENCH_CLOCK.advance(run.window()), rounds=run.rounds, iterations=1)
+    if trace_run_dir is not None:
+        extra = [f"r{case.repeat}"] if case.repeat else []
+        extra += [f"s{case.seed}"] if suite.seeds > 1 or case.seed else []
+        run.profile(trace_run_dir / run_name(case.workload, case.api, case.variant, *extra))
+    info = run.result()
+    info["repeat"] = case.repeat
+    benchmark.extra_info.update(info)
+    report_progress(info)
+    if info["noisy"]:
+        warnings.warn(
+            NoisyMeasurementWarning(
+                f"{case.id}: rounds vary by {100 * info['cv']:.1f}% (CV > {100 * NOISY_CV:.0f}%); "
+                "use --repeat or --preset rigorous before trusting this figure"
+            ),
+            stacklevel=1,
+        )
