@@ -124,7 +124,7 @@ def _benchmark(
                 NoisyMeasurementWarning(
                     f"{case.id}: rounds vary by {100 * info['cv']:.1f}% (CV > {100 * NOISY_CV:.0f}%)"
                 ),
-                stacklevel=2,
+                stacklevel=3,  # the caller of tf2bench.benchmark
             )
     doc = _run_json(records, opts, time.perf_counter() - started)
     path = _save(doc, Path(save)) if save is not None and records else None

@@ -14,5 +14,6 @@ import tf2bench
 df = tf2bench.benchmark(
     workload, variants=["fit", "tf_function", "tf_data"], save=(sys.argv[1:] or ["results/benchmarks"])[0]
 )
-print(df[["variant", "samples_per_sec", "cv", "speedup_vs_fit", "test_accuracy", "verdict"]].to_string(index=False))
+columns = ["variant", "samples_per_sec", "cv", "speedup_vs_fit", "mfu", "test_accuracy", "verdict"]
+print(df[columns].round({"samples_per_sec": 0, "cv": 3, "speedup_vs_fit": 2, "mfu": 4}).to_string(index=False))
 print(f"saved: {df.attrs['path']}")
