@@ -96,13 +96,13 @@ def train(workload, variant, dataset, api):
 def test_own_workloads_agree_across_loops_as_the_suite_does(workload):
     dataset = data.load(workload)
     api = workload.apis[0]
-    trained = {v: train(workload, v, dataset, api) for v in (*EQUIVALENT, "xla", "fit_xla", "tutorial")}
+    trained = {v: train(workload, v, dataset, api) for v in (*EQUIVALENT, "xla", "fit_xla", "graph_xla", "tutorial")}
     assert len({r.init_fingerprint for r in trained.values()}) == 1
     reference = trained["fit"].model.get_weights()
     for v in EQUIVALENT[1:]:
         diff = max_relative_difference(trained[v].model.get_weights(), reference)
         assert diff <= 1e-5, f"{workload.name}: {v} differs from fit by {diff:.2e} (relative)"
-    for v in ("xla", "fit_xla"):
+    for v in ("xla", "fit_xla", "graph_xla"):
         diff = max_relative_difference(trained[v].model.get_weights(), reference)
         assert diff <= XLA_TOLERANCE, f"{workload.name}: {v} differs from fit by {diff:.2e} (relative)"
     assert max_relative_difference(trained["tutorial"].model.get_weights(), reference) > 1e-3

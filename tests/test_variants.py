@@ -69,9 +69,9 @@ def predictions(run, x):
 def test_xla_and_mixed_loops_learn_the_same_function(tiny):
     import keras
 
-    runs = {v: train(v, tiny) for v in ("fit", "xla", "fit_xla", "mixed")}
+    runs = {v: train(v, tiny) for v in ("fit", "xla", "fit_xla", "graph_xla", "mixed")}
     reference = runs["fit"].model.get_weights()
-    for v in ("xla", "fit_xla"):
+    for v in ("xla", "fit_xla", "graph_xla"):
         diff = max_relative_difference(runs[v].model.get_weights(), reference)
         assert diff <= XLA_TOLERANCE, f"{v} differs from fit by {diff:.2e} (relative)"
     mixed, fit = runs["mixed"], runs["fit"]
@@ -93,6 +93,8 @@ def test_xla_and_mixed_loops_learn_the_same_function(tiny):
     assert all(r.variant.trace_count() == 1 for r in (runs["xla"], mixed))
     assert runs["xla"].result()["jit_compile"] is True  # the record says what ran, not the config default
     assert runs["fit_xla"].variant.info() == {"jit_compile": True}
+    assert runs["graph_xla"].variant.trace_count() == 1  # one block trace, the XLA step compiled inside it
+    assert runs["graph_xla"].result()["jit_compile"] is True
 
 
 @pytest.mark.slow
