@@ -10,8 +10,6 @@ gets a row with its ``error``; the others still run.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -19,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tf2bench.errors import BadInputError, NoisyMeasurementWarning, Tf2benchError, UnsupportedError, reason
-from tf2bench.timing import NOISY_CV
+from tf2bench.timing import noisy_message
 from tf2bench.workloads import BUILTIN, WORKLOADS, Workload, load_spec
 
 
@@ -121,9 +119,7 @@ def _benchmark(
             print(f"{case.id}: {info['samples_per_sec']:.0f} samples/s ±{100 * info['cv']:.1f}%")
         if info["noisy"]:
             warnings.warn(
-                NoisyMeasurementWarning(
-                    f"{case.id}: rounds vary by {100 * info['cv']:.1f}% (CV > {100 * NOISY_CV:.0f}%)"
-                ),
+                NoisyMeasurementWarning(noisy_message(case.id, info["cv"])),
                 stacklevel=3,  # the caller of tf2bench.benchmark
             )
     doc = _run_json(records, opts, time.perf_counter() - started)
@@ -190,15 +186,7 @@ def _run_json(benchmarks: list[dict[str, Any]], opts: Any, wall_s: float) -> dic
         "benchmarks": benchmarks,
         "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "version": __version__,
-        "tf2bench": {
-            "preset": opts.preset.name,
-            "dataset": opts.dataset,
-            "repeat": opts.repeat,
-            "seeds": opts.seeds,
-            "wall_s": wall_s,
-            "harness_overhead": None,
-            "source": "tf2bench.benchmark",
-        },
+        "tf2bench": {**opts.record(wall_s), "source": "tf2bench.benchmark"},
     }
 
 
@@ -207,18 +195,22 @@ def _stamp() -> str:
 
 
 def _save(doc: dict[str, Any], storage: Path) -> Path:
-    """A new numbered file under ``storage/<machine id>/``, as pytest-benchmark numbers them; never overwrites."""
+    """A new numbered file under ``storage/<machine id>/``: pytest-benchmark's own FileStorage numbers it,
+    saved atomically and never over an earlier run (tf2bench.storage), as the suite's runs are."""
+    from pytest_benchmark.logger import Logger
+    from pytest_benchmark.storage.file import FileStorage
     from pytest_benchmark.utils import get_machine_id, get_tag
 
-    from tf2bench.storage import atomic_write
+    from tf2bench.storage import make_run_saves_atomic
 
-    folder = storage / get_machine_id()
+    files = FileStorage(storage, Logger(Logger.QUIET), default_machine_id=get_machine_id())
+    make_run_saves_atomic(files)
     for _ in range(5):  # another process may take the number between listing and linking
-        taken = [int(m[1]) for p in folder.glob("*.json") if (m := re.match(r"(\d{4})_", p.name))]
-        path = folder / f"{max(taken, default=0) + 1:04d}_{get_tag()}.json"
+        number = files._next_num
         try:
-            atomic_write(path, json.dumps(doc, indent=4, default=str).encode(), overwrite=False)
-            return path
+            files.save(doc, get_tag())
         except FileExistsError:
             continue
-    raise Tf2benchError(f"could not find a free run number under {folder}")
+        (path,) = files.path.joinpath(get_machine_id()).glob(f"{number}_*.json")
+        return storage / path.relative_to(files.path)
+    raise Tf2benchError(f"could not find a free run number under {storage}")

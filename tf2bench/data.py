@@ -352,16 +352,28 @@ def load(
     return Dataset(x_train, y_train, x_test, y_test, provenance)
 
 
+def required_positional(fn: Any) -> list[str] | None:
+    """Names of ``fn``'s required positional parameters plus any named ``request``; None: no signature."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in positional and p.default is inspect.Parameter.empty]
+
+
 def _takes_argument(fn: Any) -> bool:
     """A data function gets the DataRequest if it has a required positional parameter or one named ``request``."""
     import inspect
 
+    required = required_positional(fn)
     try:
-        params = list(inspect.signature(fn).parameters.values())
+        named = "request" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return False
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(p.name == "request" or (p.kind in positional and p.default is inspect.Parameter.empty) for p in params)
+        named = False
+    return bool(required) or named
 
 
 def _from_user(workload: Workload, raw: Any, where: str) -> Dataset:

@@ -109,9 +109,20 @@ def count_flops(model: Any) -> Flops:
     return Flops(forward=total, train=3 * total - first)
 
 
+_FLOPS: dict[int, tuple[Workload, Flops | None]] = {}  # id -> (the workload, kept alive; its count)
+
+
 def flops_per_sample(workload: Workload) -> Flops | None:
     """Declared on the workload, else counted on the first API whose layers have symbolic shapes
-    (Sequential/Functional); None when neither (MFU is then not reported)."""
+    (Sequential/Functional); None when neither (MFU is then not reported). Counted once per workload:
+    counting builds a model, which every result would otherwise pay for."""
+    cached = _FLOPS.get(id(workload))
+    if cached is None or cached[0] is not workload:
+        cached = _FLOPS[id(workload)] = (workload, _count_workload(workload))
+    return cached[1]
+
+
+def _count_workload(workload: Workload) -> Flops | None:
     if workload.flops_per_sample is not None:
         return Flops(forward=None, train=workload.flops_per_sample)
     for builder in workload.models.values():

@@ -20,7 +20,7 @@ import pytest
 from tf2bench.errors import Tf2benchError
 from tf2bench.storage import make_run_saves_atomic
 from tf2bench.suite import FLAGS, OPTIONS, SuiteOptions, parse_options
-from tf2bench.timing import NOISY_CV
+from tf2bench.timing import NOISY_CV, noisy_message
 
 DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default
 
@@ -205,14 +205,10 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
     opts: SuiteOptions = config._tf2bench
-    output_json["tf2bench"] = {
-        "preset": opts.preset.name,
-        "dataset": opts.dataset,
-        "repeat": opts.repeat,
-        "seeds": opts.seeds,
-        "wall_s": time.perf_counter() - config._tf2bench_start,
-        "harness_overhead": getattr(config, "_tf2bench_overhead", None),  # bench/test_overhead.py
-    }
+    output_json["tf2bench"] = opts.record(
+        time.perf_counter() - config._tf2bench_start,
+        getattr(config, "_tf2bench_overhead", None),  # bench/test_overhead.py
+    )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -304,8 +300,7 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir)
     if info["noisy"]:
         warnings.warn(
             NoisyMeasurementWarning(
-                f"{case.id}: rounds vary by {100 * info['cv']:.1f}% (CV > {100 * NOISY_CV:.0f}%); "
-                "use --repeat or --preset rigorous before trusting this figure"
+                f"{noisy_message(case.id, info['cv'])}; use --repeat or --preset rigorous before trusting this figure"
             ),
             stacklevel=1,
         )

@@ -105,6 +105,17 @@ class SuiteOptions:
             profile_steps=self.profile_steps if self.profile else 0,
         )
 
+    def record(self, wall_s: float, harness_overhead: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The run-level ``tf2bench`` record saved beside the benchmarks (report and compare read it)."""
+        return {
+            "preset": self.preset.name,
+            "dataset": self.dataset,
+            "repeat": self.repeat,
+            "seeds": self.seeds,
+            "wall_s": wall_s,
+            "harness_overhead": harness_overhead,
+        }
+
     def sizes(self, workload: str) -> tuple[int | None, int | None]:
         train = self.train_size or self.preset.train_size.get(workload)
         test = self.test_size or self.preset.test_size.get(workload)

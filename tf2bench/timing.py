@@ -23,6 +23,11 @@ Clock = Callable[[], float]
 NOISY_CV = 0.05  # a figure whose rounds vary more than this is flagged
 
 
+def noisy_message(case_id: str, cv: float) -> str:
+    """What a NoisyMeasurementWarning says about one benchmark (suite and Python API alike)."""
+    return f"{case_id}: rounds vary by {100 * cv:.1f}% (CV > {100 * NOISY_CV:.0f}%)"
+
+
 class VirtualClock:
     """A clock advanced explicitly by measured durations."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tf2bench.data import image_classification
+from tf2bench.data import image_classification, required_positional
 from tf2bench.errors import BadInputError
 from tf2bench.registry import Registry
 
@@ -125,7 +125,7 @@ class Workload:
                     loss = keras.losses.get(loss)
             elif inspect.isclass(loss):
                 loss = loss()
-            elif not isinstance(loss, keras.losses.Loss) and _arity(loss) == 0:
+            elif not isinstance(loss, keras.losses.Loss) and required_positional(loss) == []:
                 loss = loss()  # a factory
         except (ValueError, TypeError) as exc:
             raise BadInputError(f"workload {self.name!r}: loss {self.loss!r} is not a Keras loss ({exc})") from None
@@ -167,19 +167,6 @@ def _is_keras_object(obj: Any) -> bool:
     """A built model or optimizer passed where a factory belongs (without importing keras)."""
     module = type(obj).__module__ or ""
     return module.startswith(("keras", "tf_keras", "tensorflow")) and not inspect.isfunction(obj)
-
-
-def _arity(fn: Callable[..., Any]) -> int:
-    """Required positional parameters of ``fn`` (0 for a factory)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return 1
-    return sum(
-        1
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is inspect.Parameter.empty
-    )
 
 
 WORKLOADS: Registry[Workload] = Registry("workload")
