@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf2bench.variants import TfFunction, WindowResult, register_variant
+from tf2bench.variants import TfFunction, WindowResult, compile_step, register_variant
 
 
 @register_variant
@@ -27,10 +27,17 @@ class FaultOOM(TfFunction):
 @register_variant
 class FaultNaN(TfFunction):
     name = "fault_nan"
-    description = "tf_function on inputs that turn NaN from step 3 on: the loss diverges"
+    description = "tf_function whose loss turns NaN from step 3 on: the loss diverges"
 
-    def _window_arrays(self, start: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
-        x, y = super()._window_arrays(start, steps)
+    def setup(self) -> None:
+        super().setup()
+        c = self.ctx
+        # NaN enters through an IEEE multiply, which propagates it on every kernel and CPU (NaN *inputs* do not:
+        # a max-based relu may turn NaN into 0 on one CPU and not on another).
+        self.poisoned = compile_step(c.model, c.optimizer, lambda y, p: c.loss_fn(y, p) * np.float32("nan"),
+                                     jit_compile=self.jit())  # fmt: skip
+
+    def run(self, start: int, steps: int) -> WindowResult:
         if start >= 3:
-            x = np.full_like(x, np.nan)
-        return x, y
+            self.step = self.poisoned
+        return super().run(start, steps)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT
-from test_variants import EQUIVALENT, XLA_TOLERANCE, max_relative_difference
+from test_variants import EQUIVALENT, FP32_TOLERANCE, XLA_TOLERANCE, update_distance
 
 import tf2bench
 from tf2bench import data, runs
@@ -98,14 +98,14 @@ def test_own_workloads_agree_across_loops_as_the_suite_does(workload):
     api = workload.apis[0]
     trained = {v: train(workload, v, dataset, api) for v in (*EQUIVALENT, "xla", "fit_xla", "graph_xla", "tutorial")}
     assert len({r.init_fingerprint for r in trained.values()}) == 1
-    reference = trained["fit"].model.get_weights()
+    fit = trained["fit"]
     for v in EQUIVALENT[1:]:
-        diff = max_relative_difference(trained[v].model.get_weights(), reference)
-        assert diff <= 1e-5, f"{workload.name}: {v} differs from fit by {diff:.2e} (relative)"
+        d = update_distance(trained[v], fit)
+        assert d <= FP32_TOLERANCE, f"{workload.name}: {v} is {d:.2e} of fit's update away (tol {FP32_TOLERANCE:.1e})"
     for v in ("xla", "fit_xla", "graph_xla"):
-        diff = max_relative_difference(trained[v].model.get_weights(), reference)
-        assert diff <= XLA_TOLERANCE, f"{workload.name}: {v} differs from fit by {diff:.2e} (relative)"
-    assert max_relative_difference(trained["tutorial"].model.get_weights(), reference) > 1e-3
+        d = update_distance(trained[v], fit)
+        assert d <= XLA_TOLERANCE, f"{workload.name}: {v} is {d:.2e} of fit's update away (tol {XLA_TOLERANCE:.1e})"
+    assert update_distance(trained["tutorial"], fit) > 0.3  # one sample per step: a whole update away
 
 
 @pytest.mark.slow
@@ -133,8 +133,11 @@ def test_python_api_takes_a_two_input_model_fed_by_tf_data():
     df = tf2bench.benchmark(TWO_INPUTS, variants=["fit", "eager", "tf_data"], steps=4, rounds=2, dataset="auto")
     assert df["error"].isna().all(), df[["variant", "error"]].to_string()
     assert df["dataset"].iloc[0].startswith("workload 640/160")
-    fingerprints = df.set_index("variant")["final_fingerprint"]
-    assert fingerprints["fit"] == fingerprints["tf_data"] == fingerprints["eager"]
+    # Same math, not same bits: oneDNN may pick other kernels per code path on another CPU. The report's weight
+    # tier (sketched weights, fp32 tolerance) must call both loops the same math as fit.
+    row = df.set_index("variant")
+    assert (row.loc[["eager", "tf_data"], "weights_verdict"] == "same math").all(), row["weights_note"].to_dict()
+    assert (row.loc[["eager", "tf_data"], "weight_distance"] <= FP32_TOLERANCE).all()
 
 
 class SideEffect:

@@ -32,16 +32,23 @@ from tf2bench.profiling import (
     run_name,
     safe_name,
     summarise,
+    summarise_input_pipeline,
+    unrolled_block,
+    unrolled_blocks,
 )
 from tf2bench.variants import VARIANTS, RunConfig, TfData
 from tf2bench.workloads import get_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 CIFAR = get_workload("cifar100")
-PROFILE_STEPS = 3
-# The five loops of the issue; loops that run several steps per call (fit_spe, graph_loop) give xprof no
-# measurable steps on CPU, which test_a_loop_in_the_graph_gives_a_clear_error covers.
-SUITE_VARIANTS = ("fit", "eager", "tutorial", "tf_function", "tf_data")
+# 6: the block loops profile in unrolled blocks of 2 (one unmarked, two marked); the per-step loops mark 6 steps,
+# of which xprof drops the first and the last (it does so beyond 5 steps).
+PROFILE_STEPS = 6
+# Loops that run several steps per call as a while_loop, profiled in unrolled blocks instead.
+BLOCK_LOOPS = ("graph_loop", "graph_xla", "fit_spe")
+# The five loops of the issue and the block loops.
+SUITE_VARIANTS = ("fit", "eager", "tutorial", "tf_function", "tf_data", *BLOCK_LOOPS)
+XPROF_DROPS_ENDS_ABOVE = 5  # xprof drops the first and last marked steps of a trace with more than this many
 
 
 # --- names and thresholds ---------------------------------------------------------------
@@ -72,6 +79,41 @@ def test_input_bound_levels_follow_xprof_thresholds():
     assert input_bound_level(INPUT_BOUND_HIGH_PCT) == "highly"
     assert input_bound_level(INPUT_BOUND_MODERATE_PCT) == "moderately"
     assert input_bound_level(INPUT_BOUND_MODERATE_PCT - 0.1) == "not"
+
+
+@pytest.mark.parametrize(("steps", "block"), [(1, 1), (2, 1), (4, 1), (5, 1), (6, 2), (9, 3), (16, 4), (1000, 10)])
+def test_unrolled_blocks_tile_the_window_and_leave_two_marked_after_the_warm_one(steps, block):
+    assert unrolled_block(steps) == block
+    blocks = unrolled_blocks(100, steps, block)
+    assert [k for k, _ in blocks] == list(range(100, 100 + steps, block))  # every step once, in order
+    marked = [k for k, m in blocks if m]
+    assert len(marked) == (len(blocks) - 1 if len(blocks) > 1 else 1)  # the first block warms, unless alone
+    assert len(marked) >= 2 or steps < 3
+
+
+def _step_table(step_ms: list[float]) -> list[dict]:
+    """input_pipeline_analyzer's step table as xprof returns it: host compute, 10% input."""
+    cols = ["stepnum", "stepTimeMs", "infeedTimeMs", "hostComputeTimeMs", "deviceComputeTimeMs"]
+    cols += ["kernelLaunchTimeMs", "compileTimeMs", "otherTimeMs"]
+    rows = [
+        {"c": [{"v": f"train {i}"}, {"v": t}, {"v": t / 10}, {"v": t * 0.9}] + [{"v": 0.0}] * 4}
+        for i, t in enumerate(step_ms)
+    ]
+    return [{"cols": [{"id": c} for c in cols], "rows": rows, "p": {"steptime_ms_average": "1"}}]
+
+
+def test_block_figures_are_divided_into_per_train_step_ms():
+    tables = _step_table([40.0, 60.0])
+    one = summarise_input_pipeline(tables)
+    four = summarise_input_pipeline(tables, train_steps_per_marked_step=4)
+    assert one["step_time_ms"] == one["marked_step_time_ms"] == four["marked_step_time_ms"] == 50.0
+    assert (four["step_time_ms"], four["step_time_ms_min"], four["step_time_ms_max"]) == (12.5, 10.0, 15.0)
+    assert four["input_ms"] == pytest.approx(1.25)
+    assert four["host_compute_ms"] == pytest.approx(11.25)
+    assert four["input_bound_pct"] == pytest.approx(one["input_bound_pct"]) == pytest.approx(10.0)
+    assert (four["steps_measured"], four["train_steps_per_marked_step"], four["train_steps_measured"]) == (2, 4, 8)
+    with pytest.raises(BadInputError):
+        summarise_input_pipeline(tables, train_steps_per_marked_step=0)
 
 
 def test_tensorboard_command_refuses_a_missing_logdir(tmp_path, capsys):
@@ -122,8 +164,16 @@ def test_every_benchmark_saves_a_profile_summary_with_measured_steps(profiled_su
         assert Path(prof["trace_dir"]) == run_dir / f"cifar100-functional-{variant}"
         assert Path(prof["trace_path"]).is_file()
         assert Path(prof["trace_path"]).is_relative_to(prof["trace_dir"])
-        assert prof["steps"] == prof["steps_measured"] == PROFILE_STEPS, variant
+        assert prof["steps"] == PROFILE_STEPS
+        per = unrolled_block(PROFILE_STEPS) if variant in BLOCK_LOOPS else 1
+        marked = PROFILE_STEPS // per - 1 if variant in BLOCK_LOOPS else PROFILE_STEPS  # blocks: one warms
+        measured = marked - 2 if marked > XPROF_DROPS_ENDS_ABOVE else marked
+        assert prof["train_steps_per_marked_step"] == per, variant
+        assert (prof["steps_measured"], prof["train_steps_measured"]) == (measured, measured * per), variant
+        assert prof["step_time_ms"] == pytest.approx(prof["marked_step_time_ms"] / per), variant  # per train step
         assert prof["step_time_ms"] > 0
+        # comparable to the timed step: no tracing or first-call cost inside a marked step (those are 20-100x)
+        assert prof["step_time_ms"] < 10 * info["step_time_ms"], variant
         assert prof["step_time_ms_stddev"] >= 0
         assert prof["step_time_ms_min"] <= prof["step_time_ms"] <= prof["step_time_ms_max"]
         assert 0 <= prof["input_bound_pct"] <= 100
@@ -133,7 +183,7 @@ def test_every_benchmark_saves_a_profile_summary_with_measured_steps(profiled_su
         assert "input-bound" in prof["conclusion"]
         # the profiled steps are training steps, after the timed ones, before evaluation
         assert info["steps_total"] == info["warmup_steps"] + info["rounds"] * info["steps"] + PROFILE_STEPS
-    for variant in ("fit", "tf_function", "tf_data"):  # graph ops are attributed; eager ops are not (CPU)
+    for variant in ("fit", "tf_function", "tf_data", *BLOCK_LOOPS):  # graph ops are attributed; eager ops not (CPU)
         ops = benchmarks[variant]["profile"]["top_ops"]
         assert 0 < len(ops) <= 5, variant
         assert all(op["self_ms"] > 0 for op in ops), variant
@@ -282,6 +332,36 @@ def test_profiling_inside_another_session_keeps_the_benchmark_and_trains_the_sam
     # untraced, the profile window's steps still ran: same steps, same weights as the traced run
     assert info["steps_total"] == traced.result()["steps_total"]
     for a, b in zip(blocked.model.get_weights(), traced.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", BLOCK_LOOPS)
+def test_a_block_loop_profiles_its_steps_and_trains_what_an_unprofiled_run_trains(variant, tiny_cifar, tmp_path):
+    from tf2bench.runner import BenchmarkRun
+
+    config = RunConfig(steps=PROFILE_STEPS, rounds=1, profile_steps=PROFILE_STEPS)
+    profiled = BenchmarkRun(CIFAR, "functional", variant, tiny_cifar, config)
+    profiled.warmup()
+    profiled.window()
+    model, keras_train_function = profiled.model, profiled.model.train_function
+    summary = profiled.profile(tmp_path)
+    assert "error" not in summary, summary
+    per = unrolled_block(PROFILE_STEPS)
+    assert per > 1
+    assert summary["train_steps_per_marked_step"] == per
+    assert summary["steps_measured"] == PROFILE_STEPS // per - 1  # the first block runs unmarked
+    assert summary["step_time_ms"] == pytest.approx(summary["marked_step_time_ms"] / per)
+    if variant == "fit_spe":  # Keras's own configuration is back for any later fit
+        assert model.steps_per_execution == profiled.variant.steps_per_execution() == PROFILE_STEPS
+        assert model.train_function is keras_train_function
+
+    plain = BenchmarkRun(CIFAR, "functional", variant, tiny_cifar, config)  # the same steps, all unmarked
+    plain.warmup()
+    plain.window()
+    plain.window()
+    assert plain.position == profiled.position
+    for a, b in zip(profiled.model.get_weights(), plain.model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -44,9 +44,12 @@ def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
         assert bench["stats"]["data"] == pytest.approx(bench["extra_info"]["window_s"])
     assert doc["machine_info"]["tf2bench"]["tf_version"]
     assert doc["machine_info"]["tf2bench"]["peak_matmul"]["gflops"] > 0  # the MFU denominator, measured
-    assert {b["extra_info"]["peak_gflops"] for b in doc["benchmarks"]} == {
-        doc["machine_info"]["tf2bench"]["peak_matmul"]["gflops"]
-    }  # measured once per run
+    peaks = doc["machine_info"]["tf2bench"]["peaks"]  # every precision measured, by dtype
+    assert peaks["float32"] == doc["machine_info"]["tf2bench"]["peak_matmul"]  # kept for older readers
+    for bench in doc["benchmarks"]:  # each against its compute dtype's peak, measured once per run
+        info = bench["extra_info"]
+        assert info["peak_gflops"] == peaks[info["compute_dtype"]]["gflops"]
+        assert info["peak_dtype"] == peaks[info["compute_dtype"]]["precision"]
     assert {b["options"]["timer"] for b in doc["benchmarks"]} == {"bench_clock"}  # the windows' own clock
     assert doc["tf2bench"]["preset"] == "smoke"
     assert doc["tf2bench"]["wall_s"] > 0
@@ -83,6 +86,12 @@ def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
         (["--epochs", "-1"], "--epochs must be a positive integer, got '-1'"),
         (["--repeat", "2.5"], "--repeat must be a positive integer, got '2.5'"),
         (["--seed", "x"], "--seed must be a non-negative integer, got 'x'"),
+        (["--scaling", "linear"], "unknown scaling 'linear'; valid: strong, weak"),
+        (
+            ["--variant", "mirrored", "--devices", "2", "--batch-size", "33"],
+            "--batch-size 33 does not split evenly over 2 replicas (strong scaling cuts the global batch into equal "
+            "per-replica batches): use a multiple of 2 (32 or 34), or --scaling weak for 33 per replica",
+        ),
     ],
 )
 def test_bad_options_fail_at_once_naming_the_choices(args, message, tmp_path, run_bench):
@@ -121,3 +130,18 @@ def test_presets_shape_the_run():
     assert cfg.epochs == 5
     assert tutorial.sizes("mnist") == (None, None)
     assert parse_options({"steps": "7", "rounds": "4"}).run_config("mnist", 0).steps == 7
+
+
+def test_scaling_is_strong_unless_asked_and_reaches_the_run_config(monkeypatch):
+    assert parse_options({}).run_config("cifar100", 0).scaling == "strong"
+    monkeypatch.setenv("TF2BENCH_SCALING", "weak")
+    assert parse_options({}).run_config("cifar100", 0).scaling == "weak"
+    assert parse_options({"scaling": "strong"}).scaling == "strong"  # the flag wins over the environment
+    # weak scaling multiplies the batch: any batch size goes; strong must split it, checked only for distributed loops
+    assert parse_options({"variant": "mirrored", "devices": "2", "batch_size": "33"}).batch_size == 33
+    monkeypatch.delenv("TF2BENCH_SCALING")
+    assert parse_options({"variant": "fit", "devices": "2", "batch_size": "33"}).batch_size == 33
+    with pytest.raises(BadInputError, match=r"--batch-size 32 does not split evenly over 3 replicas"):
+        parse_options({"variant": "fit,fit_mirrored", "devices": "3"})  # the workload's batch, 32
+    with pytest.raises(BadInputError, match=r"^unknown scaling 'Strong'; valid: strong, weak$"):
+        parse_options({"scaling": "Strong"})

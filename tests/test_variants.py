@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tf2bench import data
+from tf2bench import data, equivalence, models
 from tf2bench.errors import BadInputError, DivergedError, UnknownNameError
 from tf2bench.runner import BenchmarkRun
 from tf2bench.variants import VARIANTS, BatchPlan, RunConfig, get_variant
 from tf2bench.workloads import get_workload
 
 CIFAR = get_workload("cifar100")
-EQUIVALENT = ("fit", "eager", "tf_function", "tf_data", "fit_spe", "graph_loop")  # agree with fit to 1e-5
-XLA_TOLERANCE = 1e-4  # XLA fuses and reorders float32 math: measured 5.3e-6 relative after 12 steps
-MIXED_MIN_COSINE = 0.9  # bfloat16 keeps ~3 digits: the weight *updates* must point the same way (measured 0.95)
-MIXED_MIN_AGREEMENT = 0.7  # ... and both models predict the same class for most test samples (measured 0.81,
-# after 12 steps; the untrained model agrees with fit on 0%)
+# fp32 loops: other kernels and summation orders only. Their distance to fit's weights, as a share of fit's update,
+# is bounded by the fp32 tolerance the loops declare (tf2bench.equivalence: 2^-9, from gamma_n of the longest
+# reduction); XLA by its own (2^-8). Measured on both CPU kinds: <= ~1e-6 after these 12 steps.
+EQUIVALENT = ("fit", "eager", "tf_function", "tf_data", "fit_spe", "graph_loop")
+FP32_TOLERANCE = equivalence.TOL_FP32
+XLA_TOLERANCE = equivalence.TOL_XLA
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,11 @@ def train(variant, dataset, api="functional", **config):
     return run
 
 
-def max_relative_difference(a, b):
-    return max(float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-12)) for x, y in zip(a, b, strict=True))
+def update_distance(run, fit):
+    """||w - w_fit|| / ||w_fit - w_0||, exact (all weights): the quantity the weight tier estimates."""
+    w, w_fit = models.flat_weights(run.model), models.flat_weights(fit.model)
+    w0 = models.flat_weights(models.build(fit.workload, fit.api, fit.config.seed))
+    return float(np.linalg.norm(w - w_fit) / np.linalg.norm(w_fit - w0))
 
 
 @pytest.mark.slow
@@ -45,56 +50,49 @@ def test_loops_agree_after_identical_batches(tiny, api):
     runs = {v: train(v, tiny, api=api) for v in (*EQUIVALENT, "tutorial")}
     assert all(r.position == 12 for r in runs.values())  # K = 12 identical batches
     assert len({r.init_fingerprint for r in runs.values()}) == 1  # same start
-    reference = runs["fit"].model.get_weights()
     for v in EQUIVALENT[1:]:
-        diff = max_relative_difference(runs[v].model.get_weights(), reference)
-        assert diff <= 1e-5, f"{v} differs from fit by {diff:.2e} (relative)"
-    # The tutorial's loop trains on other data (one sample per step): it must not agree.
-    assert max_relative_difference(runs["tutorial"].model.get_weights(), reference) > 1e-3
+        d = update_distance(runs[v], runs["fit"])
+        assert d <= FP32_TOLERANCE, f"{v} is {d:.2e} of fit's update away from fit (tolerance {FP32_TOLERANCE:.1e})"
+    # The tutorial's loop trains on other data (one sample per step): its weights are a whole update away.
+    assert update_distance(runs["tutorial"], runs["fit"]) > 0.3
 
 
-def flat_update(run):
-    """All weights' change from the (shared, seeded) initial model, as one vector."""
-    from tf2bench import models
-
-    start = models.build(CIFAR, run.api, run.config.seed).get_weights()
-    return np.concatenate([(w - w0).ravel() for w, w0 in zip(run.model.get_weights(), start, strict=True)])
-
-
-def predictions(run, x):
-    return np.argmax(np.asarray(run.model(x, training=False)), axis=-1)
+def record(run):
+    return {**run.result(), "repeat": 0}
 
 
 @pytest.mark.slow
 def test_xla_and_mixed_loops_learn_the_same_function(tiny):
     import keras
 
+    from tf2bench import report
+    from tf2bench.runs import SavedRun
+
     runs = {v: train(v, tiny) for v in ("fit", "xla", "fit_xla", "graph_xla", "mixed")}
-    reference = runs["fit"].model.get_weights()
     for v in ("xla", "fit_xla", "graph_xla"):
-        diff = max_relative_difference(runs[v].model.get_weights(), reference)
-        assert diff <= XLA_TOLERANCE, f"{v} differs from fit by {diff:.2e} (relative)"
+        d = update_distance(runs[v], runs["fit"])
+        assert d <= XLA_TOLERANCE, f"{v} is {d:.2e} of fit's update away from fit (tolerance {XLA_TOLERANCE:.1e})"
     mixed, fit = runs["mixed"], runs["fit"]
     assert mixed.model.dtype_policy.name.startswith("mixed_")
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
     assert mixed.init_fingerprint == fit.init_fingerprint  # float32 variables, same start
-    u, ref = flat_update(mixed), flat_update(fit)
-    cosine = float(u @ ref / (np.linalg.norm(u) * np.linalg.norm(ref)))
-    assert cosine >= MIXED_MIN_COSINE, f"mixed precision updates diverge from fit's: cosine {cosine:.3f}"
-    from tf2bench import models
-
-    fit_classes = predictions(fit, tiny.x_test)
-    agreement = float(np.mean(predictions(mixed, tiny.x_test) == fit_classes))
-    start = np.argmax(np.asarray(models.build(CIFAR, "functional", 7)(tiny.x_test, training=False)), axis=-1)
-    baseline = float(np.mean(start == fit_classes))  # how much fit's answers still look like the untrained model's
-    assert agreement >= MIXED_MIN_AGREEMENT, f"mixed and fit predict the same class for only {agreement:.0%}"
-    assert agreement >= baseline + 0.5  # they learned the same thing, not merely kept the same start
-    assert mixed.result()["test_accuracy"] == pytest.approx(fit.result()["test_accuracy"], abs=0.1)
+    # bf16 rounding moves the updates by a share no fp32 bound covers: the loop says so and the verdict falls
+    # back to the quality tier (paired McNemar on the same test samples), which must not flag it.
+    records = {v: record(r) for v, r in runs.items()}
+    assert records["mixed"]["weight_tier"]["tolerance"] is None
+    assert "bfloat16" in records["mixed"]["weight_tier"]["why"]
+    assert records["xla"]["weight_tier"] == {**records["xla"]["weight_tier"], "tolerance": XLA_TOLERANCE}
+    df = report.build([SavedRun(path=Path("t.json"), benchmarks=[{"extra_info": i} for i in records.values()])])
+    row = df.set_index("variant")
+    assert row.loc["mixed", "verdict"] == report.EQUIVALENT, row.loc["mixed", "verdict_note"]
+    assert row.loc["mixed", "weights_verdict"] == report.NOT_JUDGED
+    assert row.loc["mixed", "paired_samples"] == len(tiny.y_test)
+    assert (row.loc[["xla", "fit_xla", "graph_xla"], "weights_verdict"] == report.SAME_MATH).all()
     assert all(r.variant.trace_count() == 1 for r in (runs["xla"], mixed))
-    assert runs["xla"].result()["jit_compile"] is True  # the record says what ran, not the config default
+    assert records["xla"]["jit_compile"] is True  # the record says what ran, not the config default
     assert runs["fit_xla"].variant.info() == {"jit_compile": True}
     assert runs["graph_xla"].variant.trace_count() == 1  # one block trace, the XLA step compiled inside it
-    assert runs["graph_xla"].result()["jit_compile"] is True
+    assert records["graph_xla"]["jit_compile"] is True
 
 
 @pytest.mark.slow
@@ -174,10 +172,18 @@ def test_tutorial_trains_on_one_sample_per_step(tiny):
     assert run.result()["samples_per_step"] == 1
 
 
+def nan_loss(y_true, y_pred):
+    """Cross-entropy times NaN: an IEEE multiply propagates NaN on every kernel and CPU (NaN *inputs* need not
+    survive a max-based relu), so the loss diverges everywhere."""
+    import keras
+
+    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred) * np.float32("nan")
+
+
 @pytest.mark.slow
 def test_nan_loss_is_reported_with_its_steps(tiny):
-    poisoned = dataclasses.replace(tiny, x_train=np.full_like(tiny.x_train, np.nan))
-    run = BenchmarkRun(CIFAR, "functional", "tf_function", poisoned, RunConfig(steps=3, rounds=2, warmup_steps=1))
+    diverging = dataclasses.replace(CIFAR, loss=nan_loss)
+    run = BenchmarkRun(diverging, "functional", "tf_function", tiny, RunConfig(steps=3, rounds=2, warmup_steps=1))
     with pytest.raises(DivergedError, match=r"loss became nan within steps 0\.\.0"):
         run.warmup()
 

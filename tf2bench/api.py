@@ -133,7 +133,8 @@ def _benchmark(
         )
         df = report.build([run])
         extra = {(b["extra_info"]["api"], b["extra_info"]["variant"]): b["extra_info"] for b in doc["benchmarks"]}
-        for col in ("params", "gflops_per_sec", "flops_per_sample", "final_fingerprint", "init_fingerprint"):
+        cols = ("params", "gflops_per_sec", "flops_per_sample", "final_fingerprint", "init_fingerprint")
+        for col in (*cols, "compute_dtype", "peak_dtype"):  # mfu is against the peak of peak_dtype
             df[col] = [extra[(a, v)].get(col) for a, v in zip(df["api"], df["variant"], strict=True)]
         df["error"] = None
     else:
@@ -179,7 +180,8 @@ def _run_json(benchmarks: list[dict[str, Any]], opts: Any, wall_s: float) -> dic
     from tf2bench import envinfo, peak
 
     machine = pytest_benchmark_generate_machine_info()
-    machine["tf2bench"] = {**envinfo.machine_info(), "peak_matmul": peak.peak().as_dict()}
+    # float32 as before per-dtype peaks, and every precision measured (a result's compute_dtype keys it)
+    machine["tf2bench"] = {**envinfo.machine_info(), "peak_matmul": peak.peak().as_dict(), "peaks": peak.peaks()}
     return {
         "machine_info": machine,
         "commit_info": get_commit_info(),

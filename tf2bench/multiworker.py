@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from tf2bench.distribute import split_batch
 from tf2bench.errors import Tf2benchError
+from tf2bench.variants import RunConfig
 
 FAIL_ENV = "TF2BENCH_FAIL_WORKER"  # fault injection: this worker index exits right after its warm-up
 WORKER_EXIT_TIMEOUT = 124
@@ -57,11 +59,12 @@ class WorkerSpec:
     dataset: str = "synthetic"
     train_size: int | None = None
     test_size: int | None = None
-    batch_size: int = 32  # per replica (one replica per CPU worker)
+    batch_size: int = 32  # the global batch, split over the workers (strong); per replica with scaling="weak"
     steps: int = 20
     rounds: int = 3
     warmup_steps: int = 1
     seed: int = 0
+    scaling: str = "strong"  # as the suite's --scaling (RunConfig.scaling; one replica per CPU worker)
 
     def argv(self) -> list[str]:
         out = []
@@ -112,6 +115,7 @@ def launch(
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    split_batch(spec.batch_size, workers, spec.scaling)  # a batch strong scaling cannot split: fail before starting
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").unlink(missing_ok=True)
@@ -165,7 +169,11 @@ def launch(
 
 def launch_scaling(workers: int, spec: WorkerSpec, out: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """``launch`` one worker alone, then ``workers`` together, on the same case; the N-worker record gains
-    ``scaling_efficiency`` = N-worker samples/s / (N x 1-worker samples/s).
+    ``scaling_efficiency`` = N-worker samples/s / (N x 1-worker samples/s) (global samples on both sides).
+
+    The same spec on one worker trains what the mirrored loops' 1-replica twin does: under strong scaling the
+    same global batch G (so efficiency = (t_1 / t_N) / N, the speed-up over N), under weak one per-replica
+    batch (N workers train N x that batch, so efficiency = t_1 / t_N).
 
     The two runs follow each other (not interleaved like mirrored's windows): quote it with that caveat.
     """
@@ -202,14 +210,18 @@ def run_worker(spec: WorkerSpec, out: Path, timeout: float | None = None) -> dic
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     from tf2bench import data, distribute, models
     from tf2bench.runner import BenchmarkRun
-    from tf2bench.variants import RunConfig
     from tf2bench.workloads import get_workload
 
     distribute.set_worker_strategy(strategy)
     workload = get_workload(spec.workload)
     dataset = data.load(workload, spec.dataset, train_size=spec.train_size, test_size=spec.test_size)
     cfg = RunConfig(
-        batch_size=spec.batch_size, steps=spec.steps, rounds=spec.rounds, warmup_steps=spec.warmup_steps, seed=spec.seed
+        batch_size=spec.batch_size,
+        steps=spec.steps,
+        rounds=spec.rounds,
+        warmup_steps=spec.warmup_steps,
+        seed=spec.seed,
+        scaling=spec.scaling,
     )
     run = BenchmarkRun(workload, spec.api, "multi_worker", dataset, cfg)
     run.warmup()
@@ -247,7 +259,8 @@ def _spec_args(parser: argparse.ArgumentParser) -> None:
     defaults = WorkerSpec()
     for key, value in asdict(defaults).items():
         kind = str if isinstance(value, str) else int
-        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value)
+        choices = RunConfig.SCALINGS if key == "scaling" else None
+        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value, choices=choices)
     parser.add_argument("--out", type=Path, required=True, help="where workers write worker-N.json, result.json, logs")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds before the run is failed")
 
@@ -258,19 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     launch_p = sub.add_parser("launch", help="start N workers on this machine over 127.0.0.1")
     launch_p.add_argument("--workers", type=int, default=2)
-    launch_p.add_argument("--scaling", action="store_true", help="also time 1 worker alone: scaling_efficiency")
+    launch_p.add_argument("--efficiency", action="store_true", help="also time 1 worker alone: scaling_efficiency")
     _spec_args(launch_p)
     _spec_args(sub.add_parser("worker", help="be one worker of the cluster in TF_CONFIG"))
     args = parser.parse_args(argv)
     spec = WorkerSpec(**{k: getattr(args, k) for k in asdict(WorkerSpec())})
     try:
         if args.command == "launch":
-            run = launch_scaling if args.scaling else launch
+            run = launch_scaling if args.efficiency else launch
             info = run(args.workers, spec, args.out, timeout=args.timeout)
             eff = info["scaling_efficiency"]
             print(
-                f"multi_worker: {info['workers']} workers, {info['replicas']} replicas, global batch "
-                f"{info['global_batch_size']}: {info['samples_per_sec']:.0f} samples/s "
+                f"multi_worker: {info['workers']} workers, {info['replicas']} replicas, {info['scaling']} scaling, "
+                f"global batch {info['global_batch_size']}: {info['samples_per_sec']:.0f} samples/s "
                 f"({info['samples_per_sec_per_replica']:.0f} per replica)"
                 + (f", scaling efficiency {eff:.2f}" if eff is not None else "")
                 + f"; result in {args.out / 'result.json'}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import statistics
 import time
@@ -29,6 +30,8 @@ T = TypeVar("T")
 INPUT_BOUND_MODERATE_PCT = 5.0
 INPUT_BOUND_HIGH_PCT = 20.0
 TOP_OPS = 5
+MAX_UNROLL = 16  # most train steps unrolled into one marked block (trace time grows with it)
+WARM_BLOCKS = 1  # unmarked blocks before the marked ones when a loop is profiled in unrolled blocks
 
 # input_pipeline_analyzer's per-step columns -> our names (all in ms)
 STEP_COLUMNS = {
@@ -103,12 +106,42 @@ def find_trace(logdir: Path, since: float = 0.0) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def profile_window(logdir: Path, train: Callable[[], T]) -> tuple[T, dict[str, Any]]:
+def unrolled_block(steps: int, cap: int = MAX_UNROLL) -> int:
+    """Train steps per block for a loop whose ``steps``-step window is profiled in unrolled blocks.
+
+    xprof measures no step of a trace that runs a ``while_loop``, so such loops run their window as blocks of
+    this many steps unrolled, the first block unmarked (a new function's first call pays graph optimisation
+    and kernel set-up, which the timed windows never pay). The length is the largest divisor of ``steps``
+    up to its square root (and ``cap``): the blocks tile the window, so the profiled run trains exactly the
+    unprofiled run's steps; and it is 1 unless at least two marked blocks remain after the warm one
+    (4 -> 1, 5 -> 1, 6 -> 2, 16 -> 4).
+    """
+    return max(
+        d
+        for d in range(1, min(cap, math.isqrt(steps)) + 1)
+        if steps % d == 0 and (d == 1 or steps // d >= WARM_BLOCKS + 2)
+    )
+
+
+def unrolled_blocks(start: int, steps: int, n: int) -> list[tuple[int, bool]]:
+    """(first train step, marked?) of each ``n``-step block of the window ``[start, start + steps)``.
+
+    The first ``WARM_BLOCKS`` blocks are unmarked, unless no other block is left to mark.
+    """
+    firsts = list(range(start, start + steps, n))
+    warm = WARM_BLOCKS if len(firsts) > WARM_BLOCKS else 0
+    return [(k, i >= warm) for i, k in enumerate(firsts)]
+
+
+def profile_window(
+    logdir: Path, train: Callable[[], T], train_steps_per_marked_step: int = 1
+) -> tuple[T, dict[str, Any]]:
     """Run ``train()`` under the profiler and summarise its trace.
 
     ``train()`` always runs, traced or not: its steps are part of every variant's training,
     so skipping them would break the equal-batches comparison. When no trace can be had the
     summary is ``{"error": ..., "trace_dir": ...}`` and the benchmark keeps its results.
+    ``train_steps_per_marked_step``: train steps inside one marked step; the summary's ms are per train step.
     """
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +160,7 @@ def profile_window(logdir: Path, train: Callable[[], T]) -> tuple[T, dict[str, A
     try:
         _stop()
         trace = find_trace(logdir, since)
-        summary = summarise(trace)
+        summary = summarise(trace, train_steps_per_marked_step)
     except Exception as exc:  # a benchmark's timings outlive a failed trace or conversion
         failed = {"error": f"{type(exc).__name__}: {exc}", "trace_dir": str(logdir)}
         if trace is not None:  # still worth opening in the trace viewer
@@ -161,8 +194,16 @@ def input_bound_level(pct: float) -> str:
     return "not"
 
 
-def summarise_input_pipeline(tables: list[dict[str, Any]]) -> dict[str, Any]:
-    """Step-time breakdown from input_pipeline_analyzer: averages over the marked steps, in ms."""
+def summarise_input_pipeline(tables: list[dict[str, Any]], train_steps_per_marked_step: int = 1) -> dict[str, Any]:
+    """Step-time breakdown from input_pipeline_analyzer: averages over the marked steps, in ms per train step.
+
+    xprof times marked steps; a loop profiled in blocks of ``train_steps_per_marked_step`` train steps gets each
+    figure divided by it, so every loop's ``step_time_ms`` means the same thing. ``marked_step_time_ms`` keeps
+    xprof's own per-marked-step average.
+    """
+    per = train_steps_per_marked_step
+    if isinstance(per, bool) or not isinstance(per, int) or per <= 0:
+        raise BadInputError(f"train_steps_per_marked_step must be a positive integer, got {per!r}")
     table = next((t for t in tables if "steptime_ms_average" in (t.get("p") or {})), None)
     if table is None:
         raise ProfileError("xprof's input_pipeline_analyzer has no step-time table")
@@ -170,12 +211,18 @@ def summarise_input_pipeline(tables: list[dict[str, Any]]) -> dict[str, Any]:
     if not steps or not sum(float(s["stepTimeMs"]) for s in steps) > 0:
         raise ProfileError(
             "no step time measured: xprof found no marked steps. Each step must run inside "
-            "Trace(..., step_num=i, _r=1); on CPU xprof also counts no step whose graph runs a loop "
-            "(several steps per call: fit's steps_per_execution > 1, a tf.range loop in a tf.function)"
+            "Trace(..., step_num=i, _r=1); on CPU xprof also counts no step in a trace whose graphs run a "
+            "tf.while_loop (several steps per call: fit's steps_per_execution > 1, a tf.range loop in a "
+            "tf.function): profile such loops in unrolled blocks"
         )
-    out: dict[str, Any] = {"steps_measured": len(steps)}
+    out: dict[str, Any] = {
+        "steps_measured": len(steps),  # marked (profiler) steps
+        "train_steps_per_marked_step": per,
+        "train_steps_measured": len(steps) * per,
+        "marked_step_time_ms": statistics.fmean(float(s["stepTimeMs"]) for s in steps),
+    }
     for col, key in STEP_COLUMNS.items():
-        values = [float(s[col] or 0.0) for s in steps]
+        values = [float(s[col] or 0.0) / per for s in steps]
         out[key] = statistics.fmean(values)
         if key == "step_time_ms":
             out["step_time_ms_stddev"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -213,9 +260,10 @@ def top_ops(tables: list[dict[str, Any]], n: int = TOP_OPS) -> list[dict[str, An
     ]
 
 
-def summarise(xplane: Path) -> dict[str, Any]:
-    """The profile summary of one trace: step-time breakdown, input-bound %, top ops."""
+def summarise(xplane: Path, train_steps_per_marked_step: int = 1) -> dict[str, Any]:
+    """The profile summary of one trace: step-time breakdown (ms per train step), input-bound %, top ops."""
     summary: dict[str, Any] = {"trace_path": str(xplane)}
-    summary.update(summarise_input_pipeline(tool_data(xplane, "input_pipeline_analyzer")))
+    tables = tool_data(xplane, "input_pipeline_analyzer")
+    summary.update(summarise_input_pipeline(tables, train_steps_per_marked_step))
     summary["top_ops"] = top_ops(tool_data(xplane, "framework_op_stats"))
     return summary

@@ -200,7 +200,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     from tf2bench import envinfo, peak
 
     machine_info["tf2bench"] = envinfo.machine_info()
-    machine_info["tf2bench"]["peak_matmul"] = peak.peak().as_dict()  # the MFU denominator of every result
+    machine_info["tf2bench"]["peak_matmul"] = peak.peak().as_dict()  # float32, as readers before per-dtype peaks
+    machine_info["tf2bench"]["peaks"] = peak.peaks()  # every precision measured; a result's compute_dtype keys it
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
@@ -221,7 +222,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             f"{o['workload']} {o['api']}, {o['windows']} windows of {o['steps']} steps each: "
             f"harness {1000 * overhead['harness_s_median']:.1f} ms, bare {1000 * overhead['bare_s_median']:.1f} ms, "
             f"overhead {100 * overhead['overhead']:+.2f}% ±{100 * overhead['noise']:.2f}% "
-            f"(whole call {100 * overhead['call_overhead']:+.2f}%); bookkeeping "
+            f"(whole call {100 * overhead['call_overhead']:+.2f}%; a figure, not a check"
+            f"{', beyond its noise' if o.get('paired_outside_noise') else ''}); checked: bookkeeping "
             f"{o['bookkeeping_us_per_step']:.1f} µs/step = {100 * o['bookkeeping']:.3f}% of a step, "
             f"limit {100 * overhead['max_overhead']:.0f}%"
         )
@@ -259,9 +261,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             tr.write_line(f"  no trace for {p['trace_dir']}: {p['error']}")
     from tf2bench import peak
 
-    p = peak.peak()
+    used = dict.fromkeys(r.get("compute_dtype", "float32") for r in results)  # each peak is measured once, cached
     tr.write_line(
-        f"MFU = achieved training GFLOP/s / measured fp32 matmul peak: {p.gflops:.1f} GFLOP/s ({p.n}² matmuls)"
+        "MFU = achieved training GFLOP/s / the measured matmul peak of the loop's compute dtype: "
+        + "; ".join(peak.peak(dtype).describe() for dtype in used)
     )
     tr.write_line(f"wall time: {time.perf_counter() - config._tf2bench_start:.0f} s")
 

@@ -21,19 +21,25 @@ from typing import Any
 
 import pandas as pd
 
+from tf2bench import equivalence
 from tf2bench.errors import BadInputError
 from tf2bench.runs import SavedRun, round_seconds, round_throughputs
 from tf2bench.storage import atomic_write
 from tf2bench.timing import NOISY_CV  # stdlib-only module: no TensorFlow import
 
 DEFAULT_OUT = Path("results") / "reports"
-DEFAULT_TOLERANCE_PP = 1.0
+DEFAULT_TOLERANCE_PP = equivalence.DEFAULT_MARGIN_PP  # the quality tier's practical margin (--tolerance)
 EXPECTED_FAILURES = {"tutorial": "expected: the tutorial's loop trains on 1/32 of the samples"}
 KEYS = ["run", "workload", "api", "variant"]
 NO_FAILURES = "no unexpected accuracy failure: every variant is equivalent to fit, or an expected failure"
 
 # Verdicts (the `verdict` column).
 REFERENCE, EQUIVALENT, DIFFERS, EXPECTED, NO_FIT = "reference", "equivalent", "DIFFERS", "expected failure", "no fit"
+NOT_COMPARABLE = "not comparable"  # trains another global batch than fit (weak scaling): no verdict
+# The weight tier (the `weights` column).
+SAME_MATH, DIFFERENT_MATH, NOT_JUDGED = "same math", "DIFFERENT MATH", "n/a"
+# The quality tier (the `quality` column).
+SAME_QUALITY, DIFFERENT_QUALITY = "same quality", "DIFFERENT QUALITY"
 
 
 def benchmark_rows(runs: Sequence[SavedRun]) -> pd.DataFrame:
@@ -57,6 +63,12 @@ def benchmark_rows(runs: Sequence[SavedRun]) -> pd.DataFrame:
                     "round_step_ms": [1000.0 * s / steps for s in seconds],
                     "first_step_s": info.get("first_step_s", math.nan),
                     "test_accuracy": float(info["test_accuracy"]),
+                    "weights": _checkpoint(info),
+                    "init_weights": equivalence.image(info.get("init_weights")),
+                    "weight_tier": info.get("weight_tier") if isinstance(info.get("weight_tier"), dict) else None,
+                    "test_correct": _correct(info),
+                    "global_batch": info.get("global_batch_size") or info.get("batch_size"),
+                    "scaling": info.get("scaling"),
                     "flops_per_sample": _number(info.get("flops_per_sample")),
                     "peak_gflops": _number(info.get("peak_gflops")),
                     "batch_size": info.get("batch_size"),
@@ -67,6 +79,24 @@ def benchmark_rows(runs: Sequence[SavedRun]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _checkpoint(info: dict[str, Any]) -> Any:
+    """The weights image the weight tier judges, with its step: (step, WeightImage), or None."""
+    saved = info.get("weights_checkpoint")
+    picture = equivalence.image(saved)
+    return (int(saved["step"]), picture) if picture is not None and isinstance(saved.get("step"), int) else None
+
+
+def _correct(info: dict[str, Any]) -> Any:
+    """The per-sample correctness bits of a result, or None (older records, or unreadable bits)."""
+    bits, n = info.get("test_correct"), info.get("test_samples")
+    if not isinstance(bits, str) or not isinstance(n, int) or n <= 0:
+        return None
+    try:
+        return equivalence.unpack_correct(bits, n)
+    except ValueError:  # binascii.Error is a ValueError
+        return None
 
 
 def _number(value: Any) -> float:
@@ -106,12 +136,27 @@ def _pool(group: pd.DataFrame) -> dict[str, Any]:
         "test_accuracy": float(per_seed.mean()),
         "test_accuracy_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan,
         "round_step_ms": step_ms,
+        # per seed (a repeat of a seed trains the same model): what the verdicts pair with fit's
+        "seed_weights": _first_per_seed(group, "weights"),
+        "seed_init_weights": _first_per_seed(group, "init_weights"),
+        "seed_correct": _first_per_seed(group, "test_correct"),
+        "weight_tier": first["weight_tier"],
+        "global_batch": first["global_batch"],
+        "scaling": first["scaling"],
         "batch_size": first["batch_size"],
         "dataset": first["dataset"],
         "dataset_note": first["dataset_note"],
         "device": first["device"],
         "preset": first["preset"],
     }
+
+
+def _first_per_seed(group: pd.DataFrame, column: str) -> dict[int, Any]:
+    out: dict[int, Any] = {}
+    for seed, value in zip(group["seed"], group[column], strict=True):
+        if seed not in out and value is not None:
+            out[int(seed)] = value
+    return out
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -123,10 +168,18 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def build(runs: Sequence[SavedRun], tolerance_pp: float = DEFAULT_TOLERANCE_PP) -> pd.DataFrame:
-    """The report table: pooled figures, speed-up and accuracy verdict against fit of the same run."""
+def build(
+    runs: Sequence[SavedRun], tolerance_pp: float = DEFAULT_TOLERANCE_PP, alpha: float = equivalence.ALPHA
+) -> pd.DataFrame:
+    """The report table: pooled figures, speed-up and the two-tier verdict against fit of the same run.
+
+    ``tolerance_pp`` is the quality tier's practical margin (widened to 3x fit's seed-to-seed spread with several
+    seeds); ``alpha`` its McNemar significance level. See tf2bench.equivalence for both tiers.
+    """
     if not tolerance_pp >= 0:
         raise BadInputError(f"--tolerance must be >= 0 percentage points, got {tolerance_pp!r}")
+    if not 0 < alpha < 1:
+        raise BadInputError(f"--alpha must be between 0 and 1, got {alpha!r}")
     raw = benchmark_rows(runs)
     groups = raw.groupby(KEYS, sort=False)  # rows in the suite's order (first appearance)
     df = pd.DataFrame([{**dict(zip(KEYS, key, strict=True)), **_pool(grp)} for key, grp in groups])
@@ -140,31 +193,121 @@ def build(runs: Sequence[SavedRun], tolerance_pp: float = DEFAULT_TOLERANCE_PP) 
     # Several seeds: a difference smaller than fit's own seed-to-seed spread says nothing.
     df["tolerance_pp"] = [tolerance_pp if math.isnan(s) else max(tolerance_pp, 300.0 * s) for s in fit_std]
     df["noisy"] = df["cv"] > NOISY_CV
-    verdicts = [_verdict(r) for r in df.itertuples()]
+    fits = {key: row for key, row in zip(fit.index, fit.itertuples(), strict=True)}
+    tiers = [_tiers(r, fits.get((r.run, r.workload, r.api)), alpha) for r in df.itertuples()]
+    for column in ("weight_distance", "weight_distance_w", "weight_tolerance", "weights_verdict", "weights_note"):
+        df[column] = [t[column] for t in tiers]
+    for column in ("mcnemar_p", "paired_samples"):
+        df[column] = [t[column] for t in tiers]
+    df["quality_verdict"] = [
+        NOT_JUDGED if r.variant == "fit" or math.isnan(r.acc_diff_pp) else _quality(r, alpha)[0]
+        for r in df.itertuples()
+    ]
+    verdicts = [_verdict(r, alpha) for r in df.itertuples()]
     df["verdict"] = [v for v, _ in verdicts]
     df["verdict_note"] = [n for _, n in verdicts]
-    return df
+    return df.drop(columns=["seed_weights", "seed_init_weights", "seed_correct", "weight_tier"])
 
 
-def _verdict(row: Any) -> tuple[str, str]:
+def _tiers(row: Any, fit: Any, alpha: float) -> dict[str, Any]:
+    """Both tiers of one row against fit's row of the same run, workload and api (pooled over common seeds)."""
+    out: dict[str, Any] = {
+        "weight_distance": math.nan,  # ||w - w_fit|| / ||w_fit - w_0||, the worst seed
+        "weight_distance_w": math.nan,  # ||w - w_fit|| / ||w_fit||, shown for reference
+        "weight_tolerance": math.nan,
+        "weights_verdict": NOT_JUDGED,
+        "weights_note": "",
+        "mcnemar_p": math.nan,
+        "paired_samples": 0,
+    }
+    if fit is None or row.variant == "fit":
+        return out
+    tier = row.weight_tier or {}
+    seeds = sorted(set(row.seed_weights) & set(fit.seed_weights) & set(fit.seed_init_weights))
+    steps = {row.seed_weights[s][0] for s in seeds} | {fit.seed_weights[s][0] for s in seeds}
+    if tier.get("tolerance") is None and tier:
+        out["weights_note"] = f"weight tier not applied: {tier.get('why', 'no tolerance declared by the loop')}"
+    elif not seeds:
+        out["weights_note"] = (
+            "weight tier not applied: no weights checkpoint within the first "
+            f"{equivalence.HORIZON_STEPS} steps (a longer first window, or a record from before the tiers)"
+        )
+    elif len(steps) != 1 or min(steps) < 2:
+        out["weights_note"] = f"weight tier not applied: checkpoints at different or too few steps ({sorted(steps)})"
+    else:
+        (step,) = steps
+        distances = [
+            equivalence.update_distance(row.seed_weights[s][1], fit.seed_weights[s][1], fit.seed_init_weights[s])
+            for s in seeds
+        ]
+        out["weight_distance"] = max(distances)
+        out["weight_distance_w"] = max(
+            equivalence.weight_distance(row.seed_weights[s][1], fit.seed_weights[s][1]) for s in seeds
+        )
+        out["weight_tolerance"] = float(tier.get("tolerance", math.nan))
+        same = out["weight_distance"] <= out["weight_tolerance"]
+        out["weights_verdict"] = SAME_MATH if same else DIFFERENT_MATH
+        out["weights_note"] = (
+            f"weights {out['weight_distance']:.2g} of fit's update away from fit's after {step} steps "
+            f"(tolerance {out['weight_tolerance']:.1e}, {tier.get('basis', '?')})"
+        )
+    pairs = [(row.seed_correct[s], fit.seed_correct[s]) for s in sorted(set(row.seed_correct) & set(fit.seed_correct))]
+    test = equivalence.paired(pairs)
+    if test is not None:
+        out["mcnemar_p"], out["paired_samples"] = test.p, test.samples
+    return out
+
+
+def _quality(row: Any, alpha: float) -> tuple[str, str]:
+    """The quality tier: DIFFERENT only when significant (paired McNemar, p < alpha) *and* beyond the margin.
+
+    Without per-sample records (runs saved before them) the accuracy difference alone is held to the margin.
+    """
+    beyond = abs(row.acc_diff_pp) > row.tolerance_pp
+    paired = row.paired_samples > 0
+    significant = paired and row.mcnemar_p < alpha
+    how = f"{row.acc_diff_pp:+.1f} pp vs fit"
+    how += f", McNemar p {row.mcnemar_p:.2g}" if paired else " (no per-sample record: not paired)"
+    how += f" (margin {row.tolerance_pp:.1f} pp, alpha {alpha:g})"
+    return (DIFFERENT_QUALITY if beyond and (significant or not paired) else SAME_QUALITY), how
+
+
+def _verdict(row: Any, alpha: float) -> tuple[str, str]:
     if row.variant == "fit":
         return REFERENCE, ""
     if math.isnan(row.acc_diff_pp):
         return NO_FIT, "no fit benchmark of this workload and api in the run"
-    if abs(row.acc_diff_pp) <= row.tolerance_pp:
-        return EQUIVALENT, ""
-    how = f"{row.acc_diff_pp:+.1f} pp vs fit (tolerance {row.tolerance_pp:.1f} pp)"
+    if row.scaling == "weak" and row.global_batch != row.batch_size:
+        return NOT_COMPARABLE, (
+            f"weak scaling: trains a global batch of {row.global_batch} against fit's {row.batch_size}; "
+            "run with --scaling strong (the default) to check equivalence"
+        )
+    failed = []
+    if row.weights_verdict == DIFFERENT_MATH:
+        failed.append(f"different math: {row.weights_note}")
+    quality, how = _quality(row, alpha)
+    if quality == DIFFERENT_QUALITY:
+        failed.append(f"different quality: {how}")
+    notes = [] if row.weights_verdict == SAME_MATH else [row.weights_note]
+    if not failed:
+        return EQUIVALENT, "; ".join(n for n in [*notes, how] if n)
     if row.variant in EXPECTED_FAILURES:
-        return EXPECTED, f"{how}; {EXPECTED_FAILURES[row.variant]}"
-    return DIFFERS, how
+        return EXPECTED, f"{'; '.join(failed)}; {EXPECTED_FAILURES[row.variant]}"
+    return DIFFERS, "; ".join(failed)
+
+
+def _failed_tiers(row: Any) -> str:
+    tiers = [name for name, bad in (("math", row.weights_verdict == DIFFERENT_MATH),
+                                    ("quality", row.quality_verdict == DIFFERENT_QUALITY)) if bad]  # fmt: skip
+    return "+".join(tiers) or "?"
 
 
 def failures(df: pd.DataFrame) -> list[str]:
-    """One line per unexpected accuracy failure: which variant, where, by how much."""
+    """One line per unexpected failure: which variant, where, which tier, by how much."""
     bad = df[df["verdict"] == DIFFERS]
     return [
         f"{r.variant} is not equivalent to fit on {r.workload}/{r.api}: accuracy {r.test_accuracy:.4f} vs "
-        f"{r.test_accuracy - r.acc_diff_pp / 100:.4f}, {r.verdict_note} [run {r.run}]"
+        f"{r.test_accuracy - r.acc_diff_pp / 100:.4f}; {r.verdict_note} [run {r.run}]"
         for r in bad.itertuples()
     ]
 
@@ -190,7 +333,15 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         for a, s in zip(df["test_accuracy"], df["test_accuracy_std"], strict=True)
     ]
     cols["Δacc pp"] = [f"{v:+.2f}" if not math.isnan(v) else "-" for v in df["acc_diff_pp"]]
-    cols["verdict"] = list(df["verdict"])
+    cols["p"] = [f"{v:.2g}" if not math.isnan(v) else "-" for v in df["mcnemar_p"]]
+    cols["Δw/update"] = [
+        "-" if math.isnan(d) else f"{d:.1e}" + ("" if d <= t else f" > {t:.0e}")
+        for d, t in zip(df["weight_distance"], df["weight_tolerance"], strict=True)
+    ]
+    cols["verdict"] = [
+        v + (f" ({_failed_tiers(r)})" if v in (DIFFERS, EXPECTED) else "")
+        for v, r in zip(df["verdict"], df.itertuples(), strict=True)
+    ]
     return pd.DataFrame(cols)
 
 
@@ -229,6 +380,13 @@ def notes(df: pd.DataFrame, runs: Sequence[SavedRun] = ()) -> list[str]:
             "use --repeat, --preset rigorous or a quieter machine before quoting them."
         )
     several = df["run"].nunique() > 1
+    fallbacks = {}
+    for r in df[df["weights_note"].str.startswith("weight tier not applied")].itertuples():
+        fallbacks.setdefault((r.variant, r.weights_note), []).append(f"{r.workload}/{r.api}")
+    for (variant, why), where in fallbacks.items():
+        out.append(f"{variant} ({', '.join(where)}): {why}.")
+    for r in df[df["verdict"] == NOT_COMPARABLE].itertuples():
+        out.append(f"{r.workload}/{r.api} {r.variant}: {r.verdict_note}.")
     for r in df[df["verdict"] == EXPECTED].itertuples():
         out.append(f"{r.workload}/{r.api} {r.variant}{f' [run {r.run[:4]}]' if several else ''}: {r.verdict_note}.")
     for (workload, dataset), grp in df.groupby(["workload", "dataset"], sort=False):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tf2bench import envinfo, models, nest, peak, profiling
+from tf2bench import envinfo, equivalence, models, nest, peak, profiling
 from tf2bench.data import Dataset
 from tf2bench.errors import BadInputError, DivergedError, reason
 from tf2bench.timing import window_stats
@@ -25,13 +25,14 @@ from tf2bench.workloads import Workload
 EVAL_BATCH = 500
 
 
-def evaluate(model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> tuple[float, float]:
-    """Test accuracy and mean loss, in inference mode, batch by batch.
+def evaluate(model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Test accuracy, mean loss and per-sample correctness, in inference mode, batch by batch.
 
     Accuracy: argmax over the outputs; a single output is a binary classifier, thresholded at
-    0.5 (probabilities) or 0 (logits, when the loss says ``from_logits``).
+    0.5 (probabilities) or 0 (logits, when the loss says ``from_logits``). The per-sample
+    correctness is what the quality tier of the verdicts pairs between two loops.
     """
-    correct, loss_sum = 0, 0.0
+    loss_sum, correct = 0.0, []
     from_logits = bool(getattr(loss_fn, "from_logits", False) or getattr(loss_fn, "_fn_kwargs", {}).get("from_logits"))
     for i in range(0, len(y), EVAL_BATCH):
         out = model(nest.take(x, slice(i, i + EVAL_BATCH)), training=False)
@@ -39,8 +40,9 @@ def evaluate(model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> tuple[float, fl
         loss_sum += float(loss_fn(yb, out)) * len(yb)
         out = np.asarray(out, dtype=np.float32).reshape(len(yb), -1)
         guess = np.argmax(out, axis=-1) if out.shape[1] > 1 else (out[:, 0] > (0.0 if from_logits else 0.5))
-        correct += int(np.sum(guess == yb))
-    return correct / len(y), loss_sum / len(y)
+        correct.append(guess == yb)
+    hits = np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+    return float(np.mean(hits)) if len(hits) else 0.0, loss_sum / len(y), hits
 
 
 def check_fit(workload: Workload, api: str, model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> None:
@@ -69,6 +71,8 @@ class BenchmarkRun:
 
         self.model = build_model()
         self.init_fingerprint = models.weights_fingerprint(self.model)
+        self.init_weights = models.weights_image(self.model)
+        self.checkpoint: dict[str, Any] | None = None  # the weights at the last window end within the horizon
         self.loss_fn = workload.make_loss()
         check_fit(workload, api, self.model, self.loss_fn, sample, dataset.y_train[:2])
         optimizer = workload.make_optimizer()
@@ -106,6 +110,8 @@ class BenchmarkRun:
             raise DivergedError(
                 f"{self.variant.name}: loss became {result.loss} within steps {start}..{start + steps - 1}"
             )
+        if self.position <= equivalence.HORIZON_STEPS:  # untimed: the window's clock has stopped
+            self.checkpoint = {"step": self.position, **models.weights_image(self.model)}
         return result
 
     def warmup(self) -> float:
@@ -134,7 +140,9 @@ class BenchmarkRun:
         if len(self.windows) != self.rounds:
             raise RuntimeError(f"profile() after all {self.rounds} timed windows, not after {len(self.windows)}")
         start = self.position
-        _, summary = profiling.profile_window(Path(logdir), lambda: self._run(steps, marked=True))
+        # loops whose window runs as a while_loop profile it in marked blocks of several train steps
+        per_marked = getattr(self.variant, "train_steps_per_marked_step", lambda _steps: 1)(steps)
+        _, summary = profiling.profile_window(Path(logdir), lambda: self._run(steps, marked=True), per_marked)
         self.profile_summary = {"steps": steps, "first_step": start, **summary}
         return self.profile_summary
 
@@ -145,12 +153,10 @@ class BenchmarkRun:
         n = self.steps_per_window
         samples = self.variant.samples_per_step
         stats = window_stats([w.seconds for w in self.windows], [n] * len(self.windows), samples)
-        acc, loss = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
+        acc, loss, correct = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
         flops = models.flops_per_sample(self.workload)
-        device_peak = peak.peak()  # measured once per process, on this device
-        gflops, mfu = (
-            peak.mfu(flops.train, stats.samples_per_sec, device_peak.gflops) if flops is not None else (None, None)
-        )
+        # against the peak of the loop's own compute precision (bf16/fp16 for `mixed`), measured once per dtype
+        mfu = peak.mfu_record(flops.train if flops else None, stats.samples_per_sec, peak.compute_dtype(self.model))
         setups = [w.setup_s for w in self.windows]
         return {
             "workload": self.workload.name,
@@ -186,12 +192,17 @@ class BenchmarkRun:
             "params": models.param_count(self.model),
             "flops_per_sample": flops.train if flops else None,
             "flops_per_sample_forward": flops.forward if flops else None,
-            "gflops_per_sec": gflops,  # training FLOPs (flops_per_sample) x samples_per_sec
-            "mfu": mfu,  # gflops_per_sec / the fp32 matmul peak measured in this run
-            "peak_gflops": device_peak.gflops,
-            "peak_matmul_n": device_peak.n,
+            **mfu,  # gflops_per_sec, mfu (/ peak_gflops of peak_dtype), mfu_error, compute_dtype, peak_matmul_n
             "init_fingerprint": self.init_fingerprint,
             "final_fingerprint": models.weights_fingerprint(self.model),
+            # The two tiers of the verdicts (tf2bench.equivalence): a compact image of the weights before and
+            # after, the tolerance this loop's arithmetic allows, and per-sample correctness on the test set.
+            "init_weights": self.init_weights,
+            "weights_checkpoint": self.checkpoint,  # what the weight tier judges: {"step": n, "sketch", "norm"}
+            "weights": models.weights_image(self.model),  # final
+            "weight_tier": self.variant.weight_tier(models.random_layers(self.model)),
+            "test_samples": len(correct),
+            "test_correct": equivalence.pack_correct(correct),
             "device": envinfo.device(),
             "peak_memory_bytes": envinfo.peak_memory_bytes(),
             "profile": self.profile_summary,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tf2bench.data import SOURCES
+from tf2bench.distribute import is_distributed, split_batch
 from tf2bench.errors import BadInputError, check_positive_int
 from tf2bench.presets import Preset, get_preset
 from tf2bench.registry import parse_names
@@ -40,6 +41,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "profile_steps": ("TF2BENCH_PROFILE_STEPS", f"steps in the profiled window (default {DEFAULT_PROFILE_STEPS})"),
     "trace_dir": ("TF2BENCH_TRACE_DIR", "where --profile writes traces: <dir>/<run-id>/... (default results/traces)"),
     "devices": ("TF2BENCH_DEVICES", "replica devices for the distributed loops: N GPUs, or N logical CPU devices"),
+    "scaling": (
+        "TF2BENCH_SCALING",
+        "distributed loops: strong (default; --batch-size is the global batch, split over the replicas) "
+        "or weak (--batch-size per replica)",
+    ),
 }
 FLAGS = frozenset({"profile"})  # options that take no value
 
@@ -79,6 +85,7 @@ class SuiteOptions:
     profile_steps: int = DEFAULT_PROFILE_STEPS
     trace_dir: str | None = None  # None: results/traces
     devices: int | None = None  # None: every GPU, or one CPU device (see tf2bench.distribute)
+    scaling: str = "strong"  # the distributed loops' batch: global, split over replicas (strong), or per replica
 
     def cases(self) -> list[Case]:
         """Repeat-major order, so every variant sees the same machine drift."""
@@ -103,6 +110,7 @@ class SuiteOptions:
             seed=seed,
             epochs=epochs,
             profile_steps=self.profile_steps if self.profile else 0,
+            scaling=self.scaling,
         )
 
     def record(self, wall_s: float, harness_overhead: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -175,6 +183,9 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
             seed = -1
         if seed < 0:
             raise BadInputError(f"--seed must be a non-negative integer, got {seed_raw!r}")
+    scaling = str(get("scaling") or "strong").strip()
+    if scaling not in RunConfig.SCALINGS:
+        raise BadInputError(f"unknown scaling {scaling!r}; valid: {', '.join(RunConfig.SCALINGS)}")
     opts = SuiteOptions(
         workloads=tuple(workloads),
         apis=tuple(apis),
@@ -194,7 +205,11 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
         profile_steps=_optional_int("profile_steps", get("profile_steps")) or DEFAULT_PROFILE_STEPS,
         trace_dir=get("trace_dir"),
         devices=_optional_int("devices", get("devices")),
+        scaling=scaling,
     )
     if not opts.cases():
         raise BadInputError(f"the selection runs nothing: workloads {list(workloads)} have no api among {list(apis)}")
+    if opts.devices and any(is_distributed(VARIANTS.get(v)) for v in variants):
+        for w in workloads:  # a batch that strong scaling cannot split fails now, not in every distributed case
+            split_batch(opts.batch_size or get_workload(w).batch_size, opts.devices, scaling)
     return opts

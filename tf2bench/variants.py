@@ -6,9 +6,9 @@ loop is written differs. A loop implements ``setup`` (untimed: compile, build
 pipelines) and ``run(start, steps)``, which trains global steps
 ``[start, start + steps)`` and returns the seconds it measured, ended by a device sync.
 Each loop wraps one step (the batch fetch included) in ``self.step_marker(step)``: a
-no-op in timed windows, a profiler step marker inside ``profile(start, steps)``. Where
-Python sees less than a step it marks what it sees: ``graph_loop`` one marker per block,
-``fit_spe`` one per execution (Keras calls batch hooks once per N steps).
+no-op in timed windows, a profiler step marker inside ``profile(start, steps)``. Loops
+that run several steps as a while_loop (``graph_loop``, ``fit_spe``), which xprof cannot
+measure, profile in marked blocks of the same step unrolled (``train_steps_per_marked_step``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from tf2bench import nest
+from tf2bench import equivalence, nest
 from tf2bench.errors import BadInputError, UnsupportedError
 from tf2bench.registry import Registry
 from tf2bench.timing import Stopwatch, sync_devices
@@ -33,6 +33,7 @@ from tf2bench.timing import Stopwatch, sync_devices
 class RunConfig:
     """How long and how to train one benchmark; validated on creation."""
 
+    SCALINGS: ClassVar[tuple[str, ...]] = ("strong", "weak")  # valid ``scaling``; see tf2bench.distribute
     batch_size: int = 32
     steps: int = 20  # steps per timed window (round)
     rounds: int = 3  # timed windows
@@ -41,6 +42,7 @@ class RunConfig:
     epochs: int | None = None  # if set, each window is one epoch and rounds = epochs
     jit_compile: bool = False
     profile_steps: int = 0  # an untimed, profiled window after the timed ones (0: none)
+    scaling: str = "strong"  # distributed loops: batch_size is the global batch (strong) or per replica (weak)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "rounds", "warmup_steps"):
@@ -53,6 +55,8 @@ class RunConfig:
             raise BadInputError(f"epochs must be a positive integer, got {self.epochs!r}")
         if isinstance(self.profile_steps, bool) or not isinstance(self.profile_steps, int) or self.profile_steps < 0:
             raise BadInputError(f"profile_steps must be a non-negative integer, got {self.profile_steps!r}")
+        if self.scaling not in self.SCALINGS:
+            raise BadInputError(f"unknown scaling {self.scaling!r}; valid: {', '.join(self.SCALINGS)}")
 
 
 class BatchPlan:
@@ -172,6 +176,39 @@ class Variant(ABC):
     def trace_count(self) -> int | None:
         """How often the compiled step was traced (None: not a tf.function loop)."""
         return None
+
+    def jit(self) -> bool:
+        """Whether the step is compiled by XLA."""
+        return False
+
+    def same_random_stream(self) -> bool:
+        """Whether random layers (Dropout, noise) draw the same values as in ``fit`` (not under XLA's own RNG)."""
+        return not self.jit()
+
+    def weight_tier(self, random_layers: Sequence[str] = ()) -> dict[str, Any]:
+        """The "same math" tolerance this loop's arithmetic allows (tf2bench.equivalence), saved with the result.
+
+        ``tolerance`` is a share of fit's update ||w_fit - w_0||; None means the weight tier cannot judge this
+        loop and the verdict falls back to the quality tier, for the reason given.
+        """
+        compute = str(getattr(getattr(self.ctx.model, "dtype_policy", None), "compute_dtype", "float32"))
+        if compute != "float32":
+            return {
+                "tolerance": None,
+                "basis": compute,
+                "why": f"{compute} compute: rounding to a {compute} mantissa moves Adam's updates by a share "
+                "comparable to a defect's, so the verdict falls back to the quality tier",
+            }
+        if random_layers and not self.same_random_stream():
+            return {
+                "tolerance": None,
+                "basis": "random stream",
+                "why": f"random layers ({', '.join(random_layers)}) draw other values in this loop than in fit "
+                "(XLA's own RNG, or one stream per replica), so the verdict falls back to the quality tier",
+            }
+        if self.jit():
+            return {"tolerance": equivalence.TOL_XLA, "basis": "xla", "why": "fp32 fused and reordered by XLA"}
+        return {"tolerance": equivalence.TOL_FP32, "basis": "fp32", "why": "fp32, other kernels or summation order"}
 
     def info(self) -> dict[str, Any]:
         """Loop-specific settings saved with the result (e.g. steps_per_execution)."""
@@ -411,6 +448,54 @@ class FitSpe(Fit):
     def info(self) -> dict[str, Any]:
         return {**super().info(), "steps_per_execution": self.steps_per_execution()}
 
+    def train_steps_per_marked_step(self, steps: int) -> int:
+        """Train steps in one marked step (one execution) of a ``steps``-step profile window."""
+        from tf2bench.profiling import unrolled_block
+
+        return unrolled_block(steps)
+
+    def profile(self, start: int, steps: int) -> WindowResult:
+        """fit over the window, each execution ``n`` of Keras's own train steps unrolled, one marker per execution.
+
+        Keras runs steps_per_execution > 1 as a tf.while_loop (``unrolled_steps_per_execution`` only unrolls
+        its body, the loop stays), and xprof measures no step of a trace that runs one. So for this window fit
+        runs with ``steps_per_execution = n`` and a ``train_function`` of n unrolled ``model.train_step`` calls
+        (Keras's one_step_on_data on one device, same jit_compile): the same batches, order and math, several
+        steps per execution as before. Tracing and the first execution stay outside the markers.
+        """
+        import tensorflow as tf
+
+        from tf2bench.profiling import unrolled_blocks
+
+        model = self.ctx.model
+        n = self.train_steps_per_marked_step(steps)
+        one_step = tf.function(model.train_step, jit_compile=self.jit(), reduce_retracing=True)
+
+        def run_unrolled(iterator):
+            for _ in range(n):  # Python range: n copies of the step, no while_loop
+                logs = one_step(iterator.get_next())
+            return logs
+
+        block = tf.function(run_unrolled, reduce_retracing=True)
+        blocks = iter(unrolled_blocks(start, steps, n))
+
+        def train_function(iterator: Any) -> Any:  # fit calls it once per execution (n steps)
+            first_step, marked = next(blocks)
+            block.get_concrete_function(iterator)  # traces once, consumes no batch
+            self.marking = marked
+            try:
+                with self.step_marker(first_step):
+                    return block(iterator)
+            finally:
+                self.marking = False
+
+        saved = model.train_function, model.steps_per_execution
+        model.train_function, model.steps_per_execution = train_function, n  # fit keeps a train_function it has
+        try:
+            return self.run(start, steps)  # not marking: fit adds no per-batch callbacks
+        finally:
+            model.train_function, model.steps_per_execution = saved
+
 
 @register_variant
 class Xla(TfData):
@@ -445,6 +530,8 @@ class GraphLoop(TfData):
             return loss
 
         self.block = tf.function(run_block)
+        self.inner_step = step  # the step inside the block, also run by the profile window's unrolled blocks
+        self.unrolled: dict[int, Any] = {}
         self.dataset = self.make_dataset()
         self.iterator = iter(self.dataset)
         self.position = 0
@@ -462,10 +549,57 @@ class GraphLoop(TfData):
         if start != self.position:
             raise RuntimeError(f"{self.name} runs its steps in order: expected step {self.position}, got {start}")
         n = tf.constant(steps, dtype=tf.int32)  # a tensor: any block length reuses the one trace
-        # Python sees one block, so the profiler sees one marked step per block (its step time is the block's).
         self.stopwatch.start()
-        with self.step_marker(start):
-            loss = self.block(self.iterator, n)
+        loss = self.block(self.iterator, n)  # never marked: profile() runs unrolled blocks instead
+        seconds = self.stopwatch.stop()
+        self.position += steps
+        return WindowResult(seconds, _finite_loss(loss))
+
+    def train_steps_per_marked_step(self, steps: int) -> int:
+        """Train steps in one marked step of a ``steps``-step profile window (the unrolled block's length)."""
+        from tf2bench.profiling import unrolled_block
+
+        return unrolled_block(steps)
+
+    def unrolled_block(self, n: int) -> Any:
+        """A tf.function running the block's step ``n`` times, unrolled at trace time: the same graph minus the
+        while_loop, which hides every step from xprof on CPU."""
+        import tensorflow as tf
+
+        if n not in self.unrolled:
+            step = self.inner_step
+
+            def run_unrolled(iterator):
+                loss = tf.constant(0.0)
+                for _ in range(n):  # Python range: n copies of the step, no while_loop
+                    x, y = next(iterator)
+                    loss = step(x, y)
+                return loss
+
+            self.unrolled[n] = tf.function(run_unrolled)
+        return self.unrolled[n]
+
+    def profile(self, start: int, steps: int) -> WindowResult:
+        """The window as unrolled blocks on the same iterator: the same batches, order and step as ``run``.
+
+        The block is traced before any marker and its first call (graph optimisation, kernel set-up) is
+        left unmarked (``profiling.unrolled_blocks``), so marked steps time only training.
+        """
+        from tf2bench.profiling import unrolled_blocks
+
+        if start != self.position:
+            raise RuntimeError(f"{self.name} runs its steps in order: expected step {self.position}, got {start}")
+        n = self.train_steps_per_marked_step(steps)
+        block = self.unrolled_block(n)
+        block.get_concrete_function(self.iterator)  # traces, consumes no batch
+        self.stopwatch.start()
+        for k, marked in unrolled_blocks(start, steps, n):
+            self.marking = marked
+            try:
+                with self.step_marker(k):  # step_num: the block's first train step
+                    loss = block(self.iterator)
+            finally:
+                self.marking = False
         seconds = self.stopwatch.stop()
         self.position += steps
         return WindowResult(seconds, _finite_loss(loss))

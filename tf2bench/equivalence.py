@@ -1,0 +1,146 @@
+"""The two tiers of "does this loop learn the same thing as fit?", computed from saved records alone.
+
+*Same math* compares weights after the same steps: every result saves a count sketch of its
+initial weights, of its weights at a checkpoint and at the end (``tf2bench.models.weights_image``),
+so the distance between a loop's weights and fit's is estimated from the JSON, as a share of
+fit's own update ``||w - w_fit|| / ||w_fit - w_0||``. Relative to the update, not to ``||w||``:
+the initial weights dominate ``||w||`` early on, and would hide a wrong update behind them.
+Each loop declares the share its arithmetic allows (``Variant.weight_tier``).
+
+The checkpoint is the last window end within HORIZON_STEPS steps. Training is chaotic: a
+rounding-sized difference grows by a few percent per step (measured on the MNIST CNN, eager
+vs fit: 6e-5 of the update after 31 steps, 0.36 after 351), so only a short horizon keeps it
+under a bound derived from one step's rounding. Every defect present from the first step is
+visible within it; a late one is left to the quality tier, which judges the final model.
+
+*Same quality* compares per-sample correctness on the same test samples with an exact
+McNemar test: a loop DIFFERS only when the difference is significant (p < alpha) *and*
+larger than a practical margin. No TensorFlow import: the report runs without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ALPHA = 0.01  # McNemar significance level of the quality tier
+DEFAULT_MARGIN_PP = 1.0  # practical margin: a smaller accuracy difference never fails, however significant
+
+# Tolerances of the weight tier, as a share of fit's update ||w_fit - w_0||. Why each is what it is:
+# - fp32 with other kernels or another summation order (eager, tf.function, tf.data, fit_spe, the in-graph loop,
+#   an all-reduce): each gradient component of a length-n reduction moves by at most gamma_n = n u / (1 - n u),
+#   u = 2^-24 (fp32 unit roundoff). The longest reductions in these models are conv weight gradients over
+#   batch x H x W (32 x 26 x 26 = 21,632 < 2^15), so a step's update moves by at most ~2^15 x 2^-24 = 2^-9 of
+#   itself; Adam's normalisation m / sqrt(v) keeps that relative. Within HORIZON_STEPS that bound, not chaos,
+#   governs: the tolerance is 2^-9 ~ 2e-3. (Measured here: 0 to 6e-5 at the quick preset's checkpoints.)
+# - XLA (fusion, its own conv and reduction kernels): the same fp32 bound applies per step, but XLA may
+#   re-associate whole fused expressions (and its tf.function step differs from Keras's), so twice the margin:
+#   2^-8 ~ 4e-3.
+# - bf16 compute (mixed): inputs of every matmul/conv are rounded to bf16, u = 2^-8 per element, relative
+#   error of a product 2^-8..2^-7 before fp32 accumulation; the gradient of a bf16 net differs from the fp32
+#   one by a few u in each component, and Adam turns a few-u change of a small gradient into up to a whole
+#   step. Its update can therefore differ from fp32's by a large share, not a rounding-sized one; the tier
+#   allows 0.5 of the update (a defect such as a skipped or misaligned update moves it by ~1 or more) and the
+#   quality tier carries the rest of the verdict.
+HORIZON_STEPS = 64  # growth e^(0.027 k) from 6e-5 at 31 steps stays ~10x under TOL_FP32 up to here
+TOL_FP32 = 2.0**-9
+TOL_XLA = 2.0**-8
+TOL_BF16 = 0.5
+
+
+@dataclass(frozen=True)
+class WeightImage:
+    sketch: np.ndarray
+    norm: float
+
+
+def image(record: dict | None) -> WeightImage | None:
+    """A saved weights image (``{"sketch": [...], "norm": x}``), or None when the record has none."""
+    if not isinstance(record, dict) or not isinstance(record.get("sketch"), list):
+        return None
+    sketch = np.asarray(record["sketch"], dtype=np.float64)
+    if sketch.ndim != 1 or not len(sketch) or not np.all(np.isfinite(sketch)):
+        return None
+    return WeightImage(sketch, float(record.get("norm", math.nan)))
+
+
+def update_distance(final: WeightImage, fit_final: WeightImage, fit_init: WeightImage) -> float:
+    """``||w - w_fit|| / ||w_fit - w_0||`` estimated from sketches (NaN if fit did not move or sizes differ)."""
+    if not (len(final.sketch) == len(fit_final.sketch) == len(fit_init.sketch)):
+        return math.nan
+    moved = float(np.linalg.norm(fit_final.sketch - fit_init.sketch))
+    if not moved > 0:
+        return math.nan
+    return float(np.linalg.norm(final.sketch - fit_final.sketch)) / moved
+
+
+def weight_distance(final: WeightImage, fit_final: WeightImage) -> float:
+    """``||w - w_fit|| / ||w_fit||``: the distance as a share of the weights themselves (shown, not judged)."""
+    if len(final.sketch) != len(fit_final.sketch) or not fit_final.norm > 0:
+        return math.nan
+    return float(np.linalg.norm(final.sketch - fit_final.sketch)) / fit_final.norm
+
+
+# ---- the quality tier -------------------------------------------------------------------------------------------
+
+
+def pack_correct(correct: Sequence[bool] | np.ndarray) -> str:
+    """Per-sample correctness as base64 of packed bits (1,000 test samples -> 168 characters)."""
+    bits = np.packbits(np.asarray(correct, dtype=bool))
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+def unpack_correct(text: str, n: int) -> np.ndarray:
+    """The inverse of :func:`pack_correct` for ``n`` samples."""
+    bits = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
+    out = np.unpackbits(bits)[:n].astype(bool)
+    if len(out) != n:
+        raise ValueError(f"correctness bits hold {len(out)} samples, expected {n}")
+    return out
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts.
+
+    b: samples the loop gets right and fit wrong; c: the reverse. Under "same quality" each discordant
+    sample is a fair coin, so p = P(|X - n/2| >= |b - n/2|), X ~ Binomial(n = b + c, 1/2).
+    """
+    n = b + c
+    if n == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(min(b, c), n, 0.5, alternative="two-sided").pvalue)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The paired comparison of one loop with fit over the same test samples (pooled over seeds)."""
+
+    samples: int
+    loop_only: int  # loop right, fit wrong
+    fit_only: int  # fit right, loop wrong
+    p: float
+
+    @property
+    def diff_pp(self) -> float:
+        return 100.0 * (self.loop_only - self.fit_only) / self.samples if self.samples else math.nan
+
+
+def paired(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Paired | None:
+    """McNemar over (loop, fit) correctness vectors, one pair per seed: discordant counts add up across seeds
+    (each seed's samples are independent coin flips under the null). None when no pair can be made."""
+    if not pairs:
+        return None
+    b = c = n = 0
+    for loop, fit in pairs:
+        if len(loop) != len(fit):
+            return None
+        b += int(np.sum(loop & ~fit))
+        c += int(np.sum(~loop & fit))
+        n += len(loop)
+    return Paired(n, b, c, mcnemar_exact(b, c))
