@@ -45,12 +45,13 @@ KERAS_FILES: dict[str, dict[str, str]] = {
         "sha256": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
     },
 }
-# Synthetic data (see synthetic_arrays): per-class pattern grid and the per-sample jitter. Tuned so the quick
-# preset's 76 fit steps reach ~45% test accuracy on cifar100 (chance 1%) and the tutorial's 76 single samples do not.
-SYNTHETIC_GRID = 8  # a class pattern: a random GRID x GRID grid of values, bilinearly upsampled
-SYNTHETIC_SHIFT = 3  # each image: a crop at a random offset of up to +-SHIFT px from the pattern's centre
-SYNTHETIC_CONTRAST = 0.2  # the pattern's standard deviation in an image ...
+# Synthetic data (see synthetic_arrays): the per-class patterns and the per-image jitter. Tuned so the quick preset's
+# 76 fit steps reach about 45-75% test accuracy on cifar100 (chance 1%) and the tutorial's 76 single samples ~1.5%.
+SYNTHETIC_GRID = 8  # a class pattern: a random GRID x GRID grid of values, bilinearly upsampled, negatives cut to 0
+SYNTHETIC_SHIFT = 4  # each image: a crop at a random offset of up to +-SHIFT px from the pattern's centre
+SYNTHETIC_CONTRAST = 0.4  # the pattern's standard deviation in an image ...
 SYNTHETIC_CONTRAST_JITTER = (0.6, 1.0)  # ... times a per-image factor drawn uniformly from this range
+SYNTHETIC_BACKGROUND = 0.05  # the dark level the pattern's bright blobs sit on
 SYNTHETIC_BRIGHTNESS = 0.1  # per-image brightness offset, uniform in +-this
 SYNTHETIC_NOISE = 0.2  # per-pixel Gaussian noise sd
 EMBEDDED_NOTE = (
@@ -225,8 +226,10 @@ def _bilinear_weights(out: int, grid: int) -> np.ndarray:
 
 
 def synthetic_prototypes(workload: Workload) -> np.ndarray:
-    """One smooth pattern per class, (classes, h + 2*SHIFT, w + 2*SHIFT, channels), zero mean and unit sd each.
+    """One pattern per class, (classes, h + 2*SHIFT, w + 2*SHIFT, channels): bright smooth blobs on 0.
 
+    A random grid, bilinearly upsampled, standardized, its negative half cut to 0 (a dark
+    background, as in MNIST: a plain grey one stalls the CNN's first steps), rescaled to unit sd.
     Drawn from a seed that depends only on the workload name, so train and test share them.
     """
     h, w, c = workload.input_shape
@@ -237,27 +240,32 @@ def synthetic_prototypes(workload: Workload) -> np.ndarray:
     )
     protos -= protos.mean(axis=(1, 2, 3), keepdims=True)
     protos /= protos.std(axis=(1, 2, 3), keepdims=True)
+    protos = np.maximum(protos, 0.0)
+    protos /= protos.std(axis=(1, 2, 3), keepdims=True)
     return protos.astype(np.float32)
 
 
 def synthetic_arrays(workload: Workload, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable uint8 images: a per-class smooth pattern seen through per-image jitter.
+    """Learnable uint8 images: a per-class blob pattern seen through per-image jitter.
 
     Each image is a crop of its class's pattern at a random offset (a shift of up to
     +-SYNTHETIC_SHIFT px), at a random contrast and brightness, plus Gaussian pixel noise.
-    The shifts make it a task for convolutions: at the quick preset (76 steps of 32) the CNN
-    reaches ~45% test accuracy on cifar100 (chance 1%), the same model without its
-    convolutions (Flatten + Dense) stays near chance, a linear softmax lower than the CNN
-    (~35%). Patterns depend only on the workload; samples on ``seed``.
+    Measured at the quick preset on cifar100 (76 fit steps of 32, 5,000 train / 1,000 test,
+    chance 1%): the CNN reaches 46-74% test accuracy over seeds 0-2, the tutorial loop's 76
+    single samples ~1.5%, and the CNN on the same images with their pixels shuffled (one fixed
+    permutation) 3-5%: it learns from the spatial structure. Not hard for every model: a linear
+    softmax trained the same way reaches ~89%. Patterns depend only on the workload; samples on ``seed``.
     """
     h, w, c = workload.input_shape
     k, s = workload.num_classes, SYNTHETIC_SHIFT
     protos = synthetic_prototypes(workload)
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, k, size=n)
-    dy, dx = rng.integers(0, 2 * s + 1, size=(2, n))
-    gain = SYNTHETIC_CONTRAST * rng.uniform(*SYNTHETIC_CONTRAST_JITTER, size=n).astype(np.float32)
-    offset = 0.5 + rng.uniform(-SYNTHETIC_BRIGHTNESS, SYNTHETIC_BRIGHTNESS, size=n).astype(np.float32)
+    # One random stream per quantity, each drawn in sample order: the first m of n images are the m images.
+    streams = [np.random.default_rng([seed, i]) for i in range(6)]
+    labels = streams[0].integers(0, k, size=n)
+    dy = streams[1].integers(0, 2 * s + 1, size=n)
+    dx = streams[2].integers(0, 2 * s + 1, size=n)
+    gain = SYNTHETIC_CONTRAST * streams[3].uniform(*SYNTHETIC_CONTRAST_JITTER, size=n).astype(np.float32)
+    offset = SYNTHETIC_BACKGROUND + streams[4].uniform(-SYNTHETIC_BRIGHTNESS, SYNTHETIC_BRIGHTNESS, size=n)
     images = np.empty((n, h, w, c), dtype=np.float32)
     for oy in range(2 * s + 1):  # each image's shifted crop, one offset at a time (2x a per-pixel gather)
         for ox in range(2 * s + 1):
@@ -265,7 +273,7 @@ def synthetic_arrays(workload: Workload, n: int, seed: int) -> tuple[np.ndarray,
             images[idx] = protos[labels[idx], oy : oy + h, ox : ox + w]
     images *= gain[:, None, None, None]
     images += offset[:, None, None, None]
-    noise = rng.standard_normal(images.shape, dtype=np.float32)
+    noise = streams[5].standard_normal(images.shape, dtype=np.float32)
     noise *= SYNTHETIC_NOISE
     images += noise
     np.clip(images, 0.0, 1.0, out=images)
@@ -279,12 +287,13 @@ def synthetic_note(workload: Workload) -> str:
     g, s = SYNTHETIC_GRID, SYNTHETIC_SHIFT
     lo, hi = SYNTHETIC_CONTRAST_JITTER
     return (
-        f"synthetic {workload.name}-shaped data, not real images: per class a smooth {c}-channel pattern "
-        f"(a {g}x{g} grid of uniform random values, seeded by the CRC-32 of the workload name, bilinearly "
-        f"upsampled to {h + 2 * s}x{w + 2 * s}, zero mean, unit sd); each image a {h}x{w} crop of its class's "
-        f"pattern at a random offset (shift up to +-{s} px), 0.5 + {SYNTHETIC_CONTRAST} x U({lo}, {hi}) x pattern "
-        f"+ U(+-{SYNTHETIC_BRIGHTNESS}) brightness + Gaussian noise (sd {SYNTHETIC_NOISE}), clipped to [0, 1], "
-        "stored as uint8; labels uniform; numpy default_rng seeds 1 (train) and 2 (test); deterministic"
+        f"synthetic {workload.name}-shaped data, not real images: per class a {c}-channel pattern of smooth "
+        f"bright blobs on black (a {g}x{g} grid of uniform random values per channel, seeded by the CRC-32 of the "
+        f"workload name, bilinearly upsampled to {h + 2 * s}x{w + 2 * s}, standardized, negative values set to 0, "
+        f"scaled to unit sd); each image a {h}x{w} crop of its class's pattern at a random offset (shift up to "
+        f"+-{s} px), {SYNTHETIC_BACKGROUND} + U(+-{SYNTHETIC_BRIGHTNESS}) brightness + {SYNTHETIC_CONTRAST} x "
+        f"U({lo}, {hi}) x pattern + Gaussian noise (sd {SYNTHETIC_NOISE}), clipped to [0, 1], stored as uint8; "
+        "labels uniform; numpy default_rng([seed, i]) per quantity i, seeds 1 (train) and 2 (test); deterministic"
     )
 
 

@@ -229,8 +229,8 @@ def _tiers(row: Any, fit: Any, alpha: float) -> dict[str, Any]:
         out["weights_note"] = f"weight tier not applied: {tier.get('why', 'no tolerance declared by the loop')}"
     elif not seeds:
         out["weights_note"] = (
-            "weight tier not applied: no weights checkpoint within the first "
-            f"{equivalence.HORIZON_STEPS} steps (a longer first window, or a record from before the tiers)"
+            f"weight tier not applied: no window ended between steps {equivalence.CHECK_MIN_STEPS} and "
+            f"{equivalence.HORIZON_STEPS}, where weights are checked (or a record from before the tiers)"
         )
     elif len(steps) != 1 or min(steps) < 2:
         out["weights_note"] = f"weight tier not applied: checkpoints at different or too few steps ({sorted(steps)})"
