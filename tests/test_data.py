@@ -198,9 +198,9 @@ def test_synthetic_recipe_is_deterministic_and_written_into_the_note():
 def test_fit_learns_synthetic_cifar100_from_its_spatial_structure():
     """The quick preset's training (76 fit steps of 32, seed 0) on a smaller subset.
 
-    Measured on this data: 74% (chance 1%; seeds 0-5 gave 44-74% at the full quick preset), and 3-5% when
-    every image's pixels are shuffled by one fixed permutation (the same information for a dense model,
-    none of the locality a convolution uses). The bounds leave room for other CPUs and seeds.
+    Measured here (AMD EPYC): 68% (chance 1%; seeds 1-3 gave 39-59%), and 8% with every image's pixels
+    shuffled by one fixed permutation (the same information for a dense model, none of the locality a
+    convolution uses; seeds 1-3: 5-6%). The bounds leave room for other CPUs and seeds.
     """
     from tf2bench.data import Dataset
     from tf2bench.runner import BenchmarkRun

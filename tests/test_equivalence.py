@@ -102,9 +102,10 @@ def test_the_correct_loop_is_equivalent_in_both_tiers(planted):
 def test_every_planted_defect_differs(planted, cls):
     row = planted.loc[cls.name]
     assert row["verdict"] == report.DIFFERS, row["verdict_note"]
-    # Each defect moves the weights by a share of fit's update far above any rounding bound (measured 0.06 for a
-    # stale batch, which differs from fit in 2 of 31 batches, to ~1 for misaligned labels): ten tolerances at least.
-    assert row["weight_distance"] > 10 * equivalence.TOL_FP32, row["weights_note"]
+    # Each defect moves the weights by a share of fit's update well above the rounding tolerance (measured here at
+    # the 11-step checkpoint: 0.13 for a stale batch, which differs from fit in 2 of 11 batches, up to ~1 for
+    # misaligned labels): four tolerances at least, so no defect passes by a hair.
+    assert row["weight_distance"] > 4 * equivalence.TOL_FP32, row["weights_note"]
     assert row["weights_verdict"] == report.DIFFERENT_MATH
     assert "different math" in row["verdict_note"]
 
