@@ -23,6 +23,7 @@ import pytest
 
 from tf2bench import nest
 from tf2bench.errors import NoisyMeasurementWarning
+from tf2bench.pytest_plugin import OVERHEAD_KEY
 from tf2bench.runner import BenchmarkRun
 from tf2bench.timing import sync_devices
 from tf2bench.workloads import get_workload
@@ -122,7 +123,7 @@ def test_harness_overhead(suite, datasets, pytestconfig):
     # 12 ratios past any bound its own standard error allows (it failed once on an Intel machine and passed on
     # the rerun). Far outside its noise, it earns a warning, which pyproject shows and never makes fatal.
     record["paired_outside_noise"] = overhead > MAX_OVERHEAD + 2 * noise  # beyond the limit by > 2 standard errors
-    pytestconfig._tf2bench_overhead = record
+    pytestconfig.stash[OVERHEAD_KEY] = record
     if record["paired_outside_noise"]:
         warnings.warn(
             NoisyMeasurementWarning(

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tf2bench.analysis import equivalence
 
 ROOT = Path(__file__).resolve().parent.parent
 STORAGE = ROOT / "tests" / "fixtures" / "benchmarks"  # real runs saved by the suite
@@ -73,3 +76,21 @@ def run_pytest_bench(
         text=True,
         timeout=timeout,
     )
+
+
+# Loop equivalence, shared by the loop and bring-your-own-model tests.
+# fp32 loops: other kernels and summation orders only. Their distance to fit's weights, as a share of fit's update,
+# is bounded by the fp32 tolerance the loops declare (tf2bench.analysis.equivalence: one step's gamma_n of the longest
+# reduction, 2^-9, with 2^3 of amplification: 2^-6); XLA by its own (2^-5). Measured here: <= ~1e-3 at 12 steps.
+EQUIVALENT = ("fit", "eager", "tf_function", "tf_data", "fit_spe", "graph_loop")
+FP32_TOLERANCE = equivalence.TOL_FP32
+XLA_TOLERANCE = equivalence.TOL_XLA
+
+
+def update_distance(run, fit):
+    """||w - w_fit|| / ||w_fit - w_0||, exact (all weights): the quantity the weight tier estimates."""
+    from tf2bench.workloads import build
+
+    w, w_fit = build.flat_weights(run.model), build.flat_weights(fit.model)
+    w0 = build.flat_weights(build.build(fit.workload, fit.api, fit.config.seed))
+    return float(np.linalg.norm(w - w_fit) / np.linalg.norm(w_fit - w0))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf2bench.variants import TfFunction, WindowResult, compile_step, register_variant
+from tf2bench.loops import WindowResult, compile_step, register_variant
+from tf2bench.loops.compiled import TfFunction
 
 
 @register_variant

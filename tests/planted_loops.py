@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from tf2bench import nest
-from tf2bench.variants import VARIANTS, TfFunction, WindowResult, register_variant
+from tf2bench.loops import VARIANTS, WindowResult, register_variant
+from tf2bench.loops.compiled import TfFunction
 
 
 class _Planted(TfFunction):

@@ -8,15 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from test_variants import EQUIVALENT, FP32_TOLERANCE, XLA_TOLERANCE, update_distance
+from conftest import EQUIVALENT, FP32_TOLERANCE, ROOT, XLA_TOLERANCE, update_distance
 
 import tf2bench
-from tf2bench import data, runs
+from tf2bench.analysis import runs
 from tf2bench.errors import BadInputError
+from tf2bench.loops import VARIANTS, RunConfig
 from tf2bench.runner import BenchmarkRun
-from tf2bench.variants import VARIANTS, RunConfig
-from tf2bench.workloads import WORKLOADS, Workload, load_spec
+from tf2bench.workloads import WORKLOADS, Workload, data, load_spec
 
 DEFAULT_LOOPS = [v for v in VARIANTS.names() if not VARIANTS.get(v).opt_in]
 

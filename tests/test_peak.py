@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tf2bench import data, peak
+from tf2bench import peak
+from tf2bench.loops import RunConfig
 from tf2bench.runner import BenchmarkRun
-from tf2bench.variants import RunConfig
-from tf2bench.workloads import get_workload
+from tf2bench.workloads import data, get_workload
 
 
 def fake_peak(dtype: str, gflops: float) -> peak.Peak:
@@ -132,7 +132,7 @@ def test_mfu_record_divides_by_the_compute_dtypes_peak(monkeypatch, no_peaks):
 
 @pytest.mark.slow
 def test_a_mixed_results_mfu_is_against_its_compute_dtypes_peak(monkeypatch, no_peaks):
-    from tf2bench.variants import mixed_policy_name
+    from tf2bench.loops.mixed import mixed_policy_name
 
     half = mixed_policy_name().removeprefix("mixed_")  # bfloat16 on a CPU, float16 on a GPU
     # stand-in peaks, far apart, so dividing by the wrong one cannot pass

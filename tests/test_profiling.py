@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tf2bench import data
 from tf2bench.errors import EXIT_BAD_INPUT, BadInputError
+from tf2bench.loops import VARIANTS, RunConfig
+from tf2bench.loops.compiled import TfData
 from tf2bench.profiling import (
     INPUT_BOUND_HIGH_PCT,
     INPUT_BOUND_MODERATE_PCT,
@@ -36,8 +37,7 @@ from tf2bench.profiling import (
     unrolled_block,
     unrolled_blocks,
 )
-from tf2bench.variants import VARIANTS, RunConfig, TfData
-from tf2bench.workloads import get_workload
+from tf2bench.workloads import data, get_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 CIFAR = get_workload("cifar100")

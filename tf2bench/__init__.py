@@ -10,8 +10,19 @@ Importing this package does not import TensorFlow; running a benchmark does.
 """
 
 from tf2bench.api import benchmark
-from tf2bench.data import DataRequest, Dataset
+from tf2bench.loops import train_step
+from tf2bench.loops.distributed import configure_devices
 from tf2bench.workloads import Workload, get_workload, register_workload
+from tf2bench.workloads.data import DataRequest, Dataset
 
 __version__ = "0.1.0"
-__all__ = ["DataRequest", "Dataset", "Workload", "benchmark", "get_workload", "register_workload"]
+__all__ = [
+    "DataRequest",
+    "Dataset",
+    "Workload",
+    "benchmark",
+    "configure_devices",
+    "get_workload",
+    "register_workload",
+    "train_step",
+]

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tf2bench.errors import BadInputError, NoisyMeasurementWarning, Tf2benchError, UnsupportedError, reason
-from tf2bench.timing import noisy_message
+from tf2bench.errors import BadInputError, Tf2benchError, UnsupportedError, reason
 from tf2bench.workloads import BUILTIN, WORKLOADS, Workload, load_spec
 
 
@@ -42,7 +40,7 @@ def benchmark(
     ``"package.module:attribute"`` spec. ``save``: a pytest-benchmark storage directory
     (e.g. ``"results/benchmarks"``); the run is added there as a new numbered file, never
     overwriting one, and its path is in ``df.attrs["path"]``. Columns are the report's
-    (``tf2bench.report.build``) plus ``params``, ``mfu``, ``final_fingerprint`` and ``error``.
+    (``tf2bench.analysis.report.build``) plus ``params``, ``mfu``, ``final_fingerprint`` and ``error``.
     """
     options = {
         "variants": variants, "apis": apis, "preset": preset, "steps": steps, "rounds": rounds, "seed": seed,
@@ -79,9 +77,10 @@ def _benchmark(
     save: str | Path | None,
     verbose: bool,
 ) -> Any:
-    from tf2bench import data, report, runs
-    from tf2bench.runner import BenchmarkRun
+    from tf2bench.analysis import report, runs
+    from tf2bench.runner import BenchmarkRun, run_case
     from tf2bench.suite import parse_options
+    from tf2bench.workloads import data
 
     raw = {
         "workload": name,
@@ -103,9 +102,8 @@ def _benchmark(
     for case in opts.cases():
         try:
             run = BenchmarkRun(wl, case.api, case.variant, ds, opts.run_config(name, case.seed))
-            run.warmup()
-            seconds = [run.window() for _ in range(run.rounds)]
-            info = {**run.result(), "repeat": case.repeat}
+            info = run_case(run, repeat=case.repeat, case_id=case.id, warn_stacklevel=4)  # warns at the caller
+            seconds = [w.seconds for w in run.windows]
         except BadInputError:
             raise  # the declaration or data is wrong: every variant would fail the same way
         except UnsupportedError as exc:
@@ -117,12 +115,7 @@ def _benchmark(
         records.append(_benchmark_json(case, seconds, info))
         if verbose:
             print(f"{case.id}: {info['samples_per_sec']:.0f} samples/s ±{100 * info['cv']:.1f}%")
-        if info["noisy"]:
-            warnings.warn(
-                NoisyMeasurementWarning(noisy_message(case.id, info["cv"])),
-                stacklevel=3,  # the caller of tf2bench.benchmark
-            )
-    doc = _run_json(records, opts, time.perf_counter() - started)
+    doc = _run_json(records, {**opts.record(time.perf_counter() - started), "source": "tf2bench.benchmark"})
     path = _save(doc, Path(save)) if save is not None and records else None
     if records:
         run = runs.SavedRun(
@@ -153,8 +146,11 @@ def _failure(case: Any, error: str) -> dict[str, Any]:
     return {"workload": case.workload, "api": case.api, "variant": case.variant, "error": error}
 
 
-def _benchmark_json(case: Any, seconds: list[float], info: dict[str, Any]) -> dict[str, Any]:
-    """One benchmark as pytest-benchmark writes it (stats over the rounds, round data included)."""
+def _benchmark_json(
+    case: Any, seconds: list[float], info: dict[str, Any], module: str = "tf2bench.api"
+) -> dict[str, Any]:
+    """One benchmark as pytest-benchmark writes it (stats over the rounds, round data included); ``case`` is a
+    tf2bench.suite.Case, ``module`` the source named in its fullname (tf2bench.multiworker saves through here too)."""
     from pytest_benchmark.stats import Stats
 
     stats = Stats()
@@ -163,7 +159,7 @@ def _benchmark_json(case: Any, seconds: list[float], info: dict[str, Any]) -> di
     return {
         "group": f"{case.workload}-{case.api}",
         "name": f"test_train[{case.id}]",
-        "fullname": f"tf2bench.api::test_train[{case.id}]",
+        "fullname": f"{module}::test_train[{case.id}]",
         "params": {"case": case.id},
         "param": case.id,
         "extra_info": info,
@@ -172,23 +168,25 @@ def _benchmark_json(case: Any, seconds: list[float], info: dict[str, Any]) -> di
     }
 
 
-def _run_json(benchmarks: list[dict[str, Any]], opts: Any, wall_s: float) -> dict[str, Any]:
+def _run_json(benchmarks: list[dict[str, Any]], record: dict[str, Any]) -> dict[str, Any]:
+    """The run document around ``benchmarks``; ``record`` is its run-level ``tf2bench`` key (SuiteOptions.record
+    plus ``source``), which report and compare read."""
     from pytest_benchmark import __version__
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
     from pytest_benchmark.utils import get_commit_info
 
-    from tf2bench import envinfo, peak
+    from tf2bench.runner import machine_record
 
     machine = pytest_benchmark_generate_machine_info()
     # float32 as before per-dtype peaks, and every precision measured (a result's compute_dtype keys it)
-    machine["tf2bench"] = {**envinfo.machine_info(), "peak_matmul": peak.peak().as_dict(), "peaks": peak.peaks()}
+    machine["tf2bench"] = machine_record()
     return {
         "machine_info": machine,
         "commit_info": get_commit_info(),
         "benchmarks": benchmarks,
         "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "version": __version__,
-        "tf2bench": {**opts.record(wall_s), "source": "tf2bench.benchmark"},
+        "tf2bench": record,
     }
 
 

@@ -1,10 +1,11 @@
-"""`tf2bench report | compare`: read saved suite runs, print tables, return an exit code.
+"""`tf2bench report | compare | tensorboard`: read saved suite runs, print tables, serve traces; return an exit code.
 
-Never imports TensorFlow: reading results must be quick and work on a CI box without it.
+``report`` and ``compare`` never import TensorFlow: reading results must be quick and work on a CI box
+without it (``tensorboard`` starts TensorBoard's own server over the traces).
 Each subcommand is one ``add_parser`` call plus a ``run(args) -> int`` function; add a
 new one by appending to SUBCOMMANDS.
 
-Exit codes (tf2bench.errors): 0 fine; 1 a regression or an accuracy failure; 2 bad input
+Exit codes (tf2bench.errors): 0 fine; 1 a regression or a loop that is not equivalent to fit; 2 bad input
 (unreadable or foreign file, no common benchmarks, bad option); 3 baseline missing.
 """
 
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tf2bench import storage
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Tf2benchError
 
 PROG = "tf2bench"
@@ -45,8 +47,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         "Exit 1 if a variant other than tutorial is not equivalent to fit in accuracy, 2 on bad input.",
     )
     p.add_argument("paths", nargs="*", help="run files, directories, globs or run numbers (default: the newest run)")
-    p.add_argument("--storage", type=Path, default=Path("results/benchmarks"), help="where run numbers are looked up")
-    p.add_argument("--out", type=Path, default=Path("results/reports"), help="reports go to OUT/<run-id>/")
+    p.add_argument("--storage", type=Path, default=storage.BENCHMARKS, help="where run numbers are looked up")
+    p.add_argument("--out", type=Path, default=storage.REPORTS, help="reports go to OUT/<run-id>/")
     p.add_argument(
         "--tolerance",
         type=_percent,
@@ -64,7 +66,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from tf2bench import report, runs
+    from tf2bench.analysis import render, report, runs
 
     loaded, errors = runs.load_many(args.paths, args.storage)
     for exc in errors:
@@ -72,9 +74,9 @@ def run_report(args: argparse.Namespace) -> int:
     if not loaded:
         return EXIT_BAD_INPUT
     df = report.build(loaded, args.tolerance, args.alpha)
-    written = report.write(df, loaded, args.out)
-    print(report.text_table(report.summary(df)))
-    for line in report.notes(df, loaded):
+    written = render.write(df, loaded, args.out)
+    print(render.text_table(render.summary(df)))
+    for line in render.notes(df, loaded):
         print(f"note: {line}")
     failed = report.failures(df)
     for line in failed:
@@ -104,7 +106,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "current", nargs="?", help="current run: a file, or a run number (default: the newest under --storage)"
     )
-    p.add_argument("--storage", type=Path, default=Path("results/benchmarks"), help="where run numbers are looked up")
+    p.add_argument("--storage", type=Path, default=storage.BENCHMARKS, help="where run numbers are looked up")
     p.add_argument("--threshold", type=_percent, default=10.0, help="slowdown that counts, percent (default 10)")
     p.add_argument(
         "--by",
@@ -123,7 +125,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _one(spec: str, storage: Path, role: str, missing: type) -> Path:
-    from tf2bench import runs
+    from tf2bench.analysis import runs
 
     paths = runs.resolve(spec, storage, missing=missing)
     if len(paths) != 1:
@@ -132,7 +134,7 @@ def _one(spec: str, storage: Path, role: str, missing: type) -> Path:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from tf2bench import compare, report, runs
+    from tf2bench.analysis import compare, render, runs
 
     base = runs.load(_one(args.baseline, args.storage, "baseline", runs.MissingBaselineError), True)
     current = _one(args.current, args.storage, "current run", runs.MissingRunError) if args.current else None
@@ -143,7 +145,7 @@ def run_compare(args: argparse.Namespace) -> int:
         f"baseline {base.path}\ncurrent  {cur.path}\n({what}; time change + = slower; threshold {args.threshold:g}%,"
         f" p < {compare.ALPHA:g}, one-sided Mann-Whitney U)"
     )
-    print(report.text_table(compare.formatted(result)))
+    print(render.text_table(compare.formatted(result)))
     for line in result.notes:
         print(f"note: {line}")
     bad = result.regressions

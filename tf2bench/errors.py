@@ -59,9 +59,13 @@ class NoisyMeasurementWarning(UserWarning):
     """A figure's rounds vary more than the noise threshold (CV)."""
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` as an int > 0, or raise BadInputError naming the option."""
-    if isinstance(value, bool):
+def check_positive_int(name: str, value: object, *, parse: bool = True) -> int:
+    """Return ``value`` as an int > 0, or raise BadInputError naming the option (the one such check).
+
+    ``parse``: accept text such as ``"5"`` (command-line options); without it only a real int passes (a config
+    field typed ``int``).
+    """
+    if isinstance(value, bool) or (not parse and not isinstance(value, int)):
         raise BadInputError(f"{name} must be a positive integer, got {value!r}")
     try:
         as_int = int(value) if isinstance(value, int) else int(str(value).strip())

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tf2bench.errors import EXIT_FAILED, BadInputError, Tf2benchError
+from tf2bench.errors import EXIT_FAILED, BadInputError, Tf2benchError, check_positive_int
 
 T = TypeVar("T")
 
@@ -201,9 +201,7 @@ def summarise_input_pipeline(tables: list[dict[str, Any]], train_steps_per_marke
     figure divided by it, so every loop's ``step_time_ms`` means the same thing. ``marked_step_time_ms`` keeps
     xprof's own per-marked-step average.
     """
-    per = train_steps_per_marked_step
-    if isinstance(per, bool) or not isinstance(per, int) or per <= 0:
-        raise BadInputError(f"train_steps_per_marked_step must be a positive integer, got {per!r}")
+    per = check_positive_int("train_steps_per_marked_step", train_steps_per_marked_step, parse=False)
     table = next((t for t in tables if "steptime_ms_average" in (t.get("p") or {})), None)
     if table is None:
         raise ProfileError("xprof's input_pipeline_analyzer has no step-time table")

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tf2bench import storage
 from tf2bench.errors import Tf2benchError
 from tf2bench.storage import make_run_saves_atomic
 from tf2bench.suite import FLAGS, OPTIONS, SuiteOptions, parse_options
-from tf2bench.timing import NOISY_CV, noisy_message
+from tf2bench.timing import NOISY_CV
 
 DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default
 
@@ -40,8 +41,13 @@ __all__ = [  # what a conftest.py takes with `from tf2bench.pytest_plugin import
 ]
 
 
-def results_dir(config: pytest.Config) -> Path:
-    return Path(config.rootpath) / "results"
+# The plugin's state lives in the config's stash (pytest's typed store), one key per thing.
+OPTIONS_KEY = pytest.StashKey[SuiteOptions]()
+START_KEY = pytest.StashKey[float]()
+RESULTS_KEY = pytest.StashKey[list]()
+TRACE_DIR_KEY = pytest.StashKey[Path]()
+SIGTERM_KEY = pytest.StashKey[object]()
+OVERHEAD_KEY = pytest.StashKey[dict]()  # set by bench/test_overhead.py
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,31 +76,33 @@ def pytest_configure(config: pytest.Config) -> None:
         specs = config.getoption("tf2bench_workload_specs") or []
         if specs:
             raw["workload"] = ",".join(filter(None, [raw["workload"], *specs]))
-        config._tf2bench = parse_options(raw)
-        if config._tf2bench.devices:  # logical devices: before TensorFlow initialises (DevicesTooLateError if not)
-            from tf2bench.distribute import configure_devices
+        config.stash[OPTIONS_KEY] = parse_options(raw)
+        if config.stash[
+            OPTIONS_KEY
+        ].devices:  # logical devices: before TensorFlow initialises (DevicesTooLateError if not)
+            from tf2bench.loops.distributed import configure_devices
 
-            configure_devices(config._tf2bench.devices)
+            configure_devices(config.stash[OPTIONS_KEY].devices)
     except Tf2benchError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("benchmark_storage") == DEFAULT_STORAGE:
-        config.option.benchmark_storage = f"file://{results_dir(config) / 'benchmarks'}"
+        config.option.benchmark_storage = f"file://{Path(config.rootpath) / storage.BENCHMARKS}"
     # Rounds are timed by the windows themselves (device sync included, fit's set-up excluded).
     config.option.benchmark_timer = "tf2bench.timing.bench_clock"
     config.option.benchmark_save_data = True  # round times: compare's significance test needs them
-    config._tf2bench_start = time.perf_counter()
-    config._tf2bench_results = []
+    config.stash[START_KEY] = time.perf_counter()
+    config.stash[RESULTS_KEY] = []
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
-        cases = metafunc.config._tf2bench.cases()
+        cases = metafunc.config.stash[OPTIONS_KEY].cases()
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
 @pytest.fixture(scope="session")
 def suite(pytestconfig: pytest.Config) -> SuiteOptions:
-    return pytestconfig._tf2bench
+    return pytestconfig.stash[OPTIONS_KEY]
 
 
 @pytest.fixture(scope="session")
@@ -104,16 +112,15 @@ def trace_run_dir(suite: SuiteOptions, pytestconfig: pytest.Config) -> Path | No
         return None
     from tf2bench.profiling import new_run_dir
 
-    root = Path(suite.trace_dir) if suite.trace_dir else results_dir(pytestconfig) / "traces"
-    pytestconfig._tf2bench_trace_dir = new_run_dir(root)
-    return pytestconfig._tf2bench_trace_dir
+    root = Path(suite.trace_dir) if suite.trace_dir else Path(pytestconfig.rootpath) / storage.TRACES
+    pytestconfig.stash[TRACE_DIR_KEY] = new_run_dir(root)
+    return pytestconfig.stash[TRACE_DIR_KEY]
 
 
 @pytest.fixture(scope="session")
 def datasets(suite: SuiteOptions):
     """Load each workload's data once per session; fallbacks warn once, visibly."""
-    from tf2bench import data
-    from tf2bench.workloads import get_workload
+    from tf2bench.workloads import data, get_workload
 
     cache = {}
 
@@ -144,14 +151,14 @@ def _terminate(signum: int, frame: object) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG.append(session.config)
     # SIGTERM (CI cancel, kill) ends the run like Ctrl-C: finished benchmarks are saved, whole.
-    session.config._tf2bench_sigterm = signal.signal(signal.SIGTERM, _terminate)
+    session.config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, _terminate)
     bench_session = getattr(session.config, "_benchmarksession", None)
     if bench_session is not None:
         make_run_saves_atomic(bench_session.storage)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    previous = getattr(config, "_tf2bench_sigterm", None)
+    previous = config.stash.get(SIGTERM_KEY, None)
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
 
@@ -175,7 +182,7 @@ def _mfu(info: dict) -> str:
 @pytest.fixture
 def report_progress(pytestconfig: pytest.Config):
     def report(info: dict) -> None:
-        pytestconfig._tf2bench_results.append(info)
+        pytestconfig.stash[RESULTS_KEY].append(info)
         notes = "  NOISY" if info["cv"] > NOISY_CV else ""
         if info.get("scaling_efficiency") is not None:  # distributed loops (tf2bench.distribute)
             notes += f"  [{info['replicas']} replicas, scaling efficiency {info['scaling_efficiency']:.2f}]"
@@ -197,24 +204,22 @@ def report_progress(pytestconfig: pytest.Config):
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from tf2bench import envinfo, peak
+    from tf2bench.runner import machine_record
 
-    machine_info["tf2bench"] = envinfo.machine_info()
-    machine_info["tf2bench"]["peak_matmul"] = peak.peak().as_dict()  # float32, as readers before per-dtype peaks
-    machine_info["tf2bench"]["peaks"] = peak.peaks()  # every precision measured; a result's compute_dtype keys it
+    machine_info["tf2bench"] = machine_record()
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
-    opts: SuiteOptions = config._tf2bench
+    opts: SuiteOptions = config.stash[OPTIONS_KEY]
     output_json["tf2bench"] = opts.record(
-        time.perf_counter() - config._tf2bench_start,
-        getattr(config, "_tf2bench_overhead", None),  # bench/test_overhead.py
+        time.perf_counter() - config.stash[START_KEY],
+        config.stash.get(OVERHEAD_KEY, None),  # bench/test_overhead.py
     )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     tr = terminalreporter
-    overhead = getattr(config, "_tf2bench_overhead", None)
+    overhead = config.stash.get(OVERHEAD_KEY, None)
     if overhead:
         tr.section("tf2bench: harness overhead (timed tf_function window vs a bare loop)")
         o = overhead
@@ -227,7 +232,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             f"{o['bookkeeping_us_per_step']:.1f} µs/step = {100 * o['bookkeeping']:.3f}% of a step, "
             f"limit {100 * overhead['max_overhead']:.0f}%"
         )
-    results = getattr(config, "_tf2bench_results", None)
+    results = config.stash.get(RESULTS_KEY, None)
     if not results:
         return
     tr.section("tf2bench: steady-state throughput (median of rounds) and speed-up vs fit")
@@ -250,7 +255,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             f"{len(noisy)} figure(s) vary by more than {100 * NOISY_CV:.0f}% between rounds (NOISY): "
             "use --repeat, --preset rigorous, or a quieter machine before trusting them"
         )
-    traces = getattr(config, "_tf2bench_trace_dir", None)
+    traces = config.stash.get(TRACE_DIR_KEY, None)
     if traces is not None:
         profiled = [r["profile"] for r in results if r.get("profile")]
         failed = [p for p in profiled if "error" in p]
@@ -266,7 +271,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         "MFU = achieved training GFLOP/s / the measured matmul peak of the loop's compute dtype: "
         + "; ".join(peak.peak(dtype).describe() for dtype in used)
     )
-    tr.write_line(f"wall time: {time.perf_counter() - config._tf2bench_start:.0f} s")
+    tr.write_line(f"wall time: {time.perf_counter() - config.stash[START_KEY]:.0f} s")
 
 
 def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir):
@@ -277,9 +282,9 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir)
 
     Import it into a test module (``from tf2bench.pytest_plugin import test_train``) to collect it.
     """
-    from tf2bench.errors import NoisyMeasurementWarning, UnsupportedError
+    from tf2bench.errors import UnsupportedError
     from tf2bench.profiling import run_name
-    from tf2bench.runner import BenchmarkRun
+    from tf2bench.runner import BenchmarkRun, run_case
     from tf2bench.timing import BENCH_CLOCK
     from tf2bench.workloads import get_workload
 
@@ -289,21 +294,16 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir)
         run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config)
     except UnsupportedError as exc:  # e.g. a precision this device cannot run: say why, run the rest
         pytest.skip(str(exc))
-    run.warmup()
     benchmark.group = f"{case.workload}-{case.api}"
-    benchmark.pedantic(lambda: BENCH_CLOCK.advance(run.window()), rounds=run.rounds, iterations=1)
+    profile_dir = None
     if trace_run_dir is not None:
         extra = [f"r{case.repeat}"] if case.repeat else []
         extra += [f"s{case.seed}"] if suite.seeds > 1 or case.seed else []
-        run.profile(trace_run_dir / run_name(case.workload, case.api, case.variant, *extra))
-    info = run.result()
-    info["repeat"] = case.repeat
+        profile_dir = trace_run_dir / run_name(case.workload, case.api, case.variant, *extra)
+
+    def timed_by_pytest_benchmark(window, n: int) -> None:  # rounds on the windows' own (virtual) clock
+        benchmark.pedantic(lambda: BENCH_CLOCK.advance(window()), rounds=n, iterations=1)
+
+    info = run_case(run, repeat=case.repeat, rounds=timed_by_pytest_benchmark, profile_dir=profile_dir, case_id=case.id)
     benchmark.extra_info.update(info)
     report_progress(info)
-    if info["noisy"]:
-        warnings.warn(
-            NoisyMeasurementWarning(
-                f"{noisy_message(case.id, info['cv'])}; use --repeat or --preset rigorous before trusting this figure"
-            ),
-            stacklevel=1,
-        )

@@ -50,15 +50,6 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._items)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._items))
-
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 def parse_names(kind: str, value: str | list[str] | tuple[str, ...], valid: list[str]) -> list[str]:
     """Parse a comma-separated selection ("all" = every valid name); unknown names raise."""

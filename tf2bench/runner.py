@@ -10,17 +10,20 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tf2bench import envinfo, equivalence, models, nest, peak, profiling
-from tf2bench.data import Dataset
-from tf2bench.errors import BadInputError, DivergedError, reason
-from tf2bench.timing import window_stats
-from tf2bench.variants import BatchPlan, RunConfig, TrainContext, WindowResult, get_variant
-from tf2bench.workloads import Workload
+from tf2bench import envinfo, nest, peak, profiling, record
+from tf2bench.analysis import equivalence
+from tf2bench.errors import BadInputError, DivergedError, NoisyMeasurementWarning, reason
+from tf2bench.loops import BatchPlan, RunConfig, TrainContext, WindowResult, get_variant
+from tf2bench.timing import noisy_message, window_stats
+from tf2bench.workloads import Workload, build
+from tf2bench.workloads.data import Dataset
 
 EVAL_BATCH = 500
 
@@ -47,7 +50,7 @@ def evaluate(model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> tuple[float, fl
 
 def check_fit(workload: Workload, api: str, model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> None:
     """The data, the model and the loss fit together: a clear error now, not a traceback mid-loop."""
-    out = models.call_on_sample(workload, api, model, x)
+    out = build.call_on_sample(workload, api, model, x)
     try:
         loss_fn(y, out)  # a NaN here is left to the loop: it fails with the steps where it happened
     except Exception as exc:  # shapes or dtypes the loss cannot take
@@ -62,16 +65,17 @@ class BenchmarkRun:
 
     def __init__(self, workload: Workload, api: str, variant: str, dataset: Dataset, config: RunConfig) -> None:
         self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
+        self.case_id = f"{workload.name}-{api}-{variant}-s{config.seed}"
         variant_cls = get_variant(variant)  # unknown names fail before any work
         sample = nest.take(dataset.x_train, slice(0, 2))
 
         def build_model() -> Any:
             with variant_cls.model_scope():  # e.g. a mixed-precision policy, restored on leaving
-                return models.build(workload, api, config.seed, sample)
+                return build.build(workload, api, config.seed, sample)
 
         self.model = build_model()
-        self.init_fingerprint = models.weights_fingerprint(self.model)
-        self.init_weights = models.weights_image(self.model)
+        self.init_fingerprint = build.weights_fingerprint(self.model)
+        self.init_weights = build.weights_image(self.model)
         self.checkpoint: dict[str, Any] | None = None  # the weights at the first window end past CHECK_MIN_STEPS
         self.loss_fn = workload.make_loss()
         check_fit(workload, api, self.model, self.loss_fn, sample, dataset.y_train[:2])
@@ -111,9 +115,9 @@ class BenchmarkRun:
                 f"{self.variant.name}: loss became {result.loss} within steps {start}..{start + steps - 1}"
             )
         # The weights the weight tier judges: the first window end with enough steps for a defect to show, early
-        # enough that rounding has not been amplified (tf2bench.equivalence). Untimed: the window's clock stopped.
+        # enough that rounding has not been amplified (analysis/equivalence.py). Untimed: the window's clock stopped.
         if self.checkpoint is None and equivalence.CHECK_MIN_STEPS <= self.position <= equivalence.HORIZON_STEPS:
-            self.checkpoint = {"step": self.position, **models.weights_image(self.model)}
+            self.checkpoint = {"step": self.position, **build.weights_image(self.model)}
         return result
 
     def warmup(self) -> float:
@@ -156,58 +160,112 @@ class BenchmarkRun:
         samples = self.variant.samples_per_step
         stats = window_stats([w.seconds for w in self.windows], [n] * len(self.windows), samples)
         acc, loss, correct = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
-        flops = models.flops_per_sample(self.workload)
+        flops = build.flops_per_sample(self.workload)
         # against the peak of the loop's own compute precision (bf16/fp16 for `mixed`), measured once per dtype
         mfu = peak.mfu_record(flops.train if flops else None, stats.samples_per_sec, peak.compute_dtype(self.model))
         setups = [w.setup_s for w in self.windows]
-        return {
-            "workload": self.workload.name,
-            "api": self.api,
-            "variant": self.variant.name,
-            "variant_description": self.variant.description,
-            "dataset": dict(self.dataset.provenance),
-            "batch_size": self.config.batch_size,
-            "samples_per_step": samples,
-            "steps": n,
-            "rounds": len(self.windows),
-            "warmup_steps": self.config.warmup_steps,
-            "steps_total": self.position,
-            "epochs": round(self.position / self.plan.steps_per_epoch, 4),
-            "seed": self.config.seed,
-            "jit_compile": self.config.jit_compile,
-            "samples_per_sec": stats.samples_per_sec,
-            "samples_per_sec_min": stats.samples_per_sec_min,
-            "samples_per_sec_max": stats.samples_per_sec_max,
-            "cv": stats.cv,
-            "noisy": stats.noisy,
-            "step_time_ms": stats.step_time_ms_median,
-            "step_time_ms_p90": stats.step_time_ms_p90,
-            "window_s": [w.seconds for w in self.windows],
-            "first_step_s": self.first.seconds,
-            "setup_s": statistics.median(setups),
-            "build_s": self.setup_build_s,
-            "epoch_s": stats.window_s_median if self.config.epochs else None,
-            "traces": self.variant.trace_count(),
-            "train_loss": self.windows[-1].loss,
-            "test_accuracy": acc,
-            "test_loss": loss,
-            "params": models.param_count(self.model),
-            "flops_per_sample": flops.train if flops else None,
-            "flops_per_sample_forward": flops.forward if flops else None,
-            **mfu,  # gflops_per_sec, mfu (/ peak_gflops of peak_dtype), mfu_error, compute_dtype, peak_matmul_n
-            "init_fingerprint": self.init_fingerprint,
-            "final_fingerprint": models.weights_fingerprint(self.model),
-            # The two tiers of the verdicts (tf2bench.equivalence): a compact image of the weights before and
-            # after, the tolerance this loop's arithmetic allows, and per-sample correctness on the test set.
-            "init_weights": self.init_weights,
-            "weights_checkpoint": self.checkpoint,  # what the weight tier judges: {"step": n, "sketch", "norm"}
-            "weights": models.weights_image(self.model),  # final
-            "weight_tier": self.variant.weight_tier(models.random_layers(self.model)),
-            "test_samples": len(correct),
-            "test_correct": equivalence.pack_correct(correct),
-            "device": envinfo.device(),
-            "peak_memory_bytes": envinfo.peak_memory_bytes(),
-            "profile": self.profile_summary,
-            **self.variant.info(),
-            **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
-        }
+        return record.finish(
+            {
+                "workload": self.workload.name,
+                "api": self.api,
+                "variant": self.variant.name,
+                "variant_description": self.variant.description,
+                "dataset": dict(self.dataset.provenance),
+                "batch_size": self.config.batch_size,
+                "samples_per_step": samples,
+                "steps": n,
+                "rounds": len(self.windows),
+                "warmup_steps": self.config.warmup_steps,
+                "steps_total": self.position,
+                "epochs": round(self.position / self.plan.steps_per_epoch, 4),
+                "seed": self.config.seed,
+                "jit_compile": self.config.jit_compile,
+                "samples_per_sec": stats.samples_per_sec,
+                "samples_per_sec_min": stats.samples_per_sec_min,
+                "samples_per_sec_max": stats.samples_per_sec_max,
+                "cv": stats.cv,
+                "noisy": stats.noisy,
+                "step_time_ms": stats.step_time_ms_median,
+                "step_time_ms_p90": stats.step_time_ms_p90,
+                "window_s": [w.seconds for w in self.windows],
+                "first_step_s": self.first.seconds,
+                "setup_s": statistics.median(setups),
+                "build_s": self.setup_build_s,
+                "epoch_s": stats.window_s_median if self.config.epochs else None,
+                "traces": self.variant.trace_count(),
+                "train_loss": self.windows[-1].loss,
+                "test_accuracy": acc,
+                "test_loss": loss,
+                "params": build.param_count(self.model),
+                "flops_per_sample": flops.train if flops else None,
+                "flops_per_sample_forward": flops.forward if flops else None,
+                **mfu,  # gflops_per_sec, mfu (/ peak_gflops of peak_dtype), mfu_error, compute_dtype, peak_matmul_n
+                "init_fingerprint": self.init_fingerprint,
+                "final_fingerprint": build.weights_fingerprint(self.model),
+                # The two tiers of the verdicts (tf2bench.analysis.equivalence): a compact image of the weights before and
+                # after, the tolerance this loop's arithmetic allows, and per-sample correctness on the test set.
+                "init_weights": self.init_weights,
+                "weights_checkpoint": self.checkpoint,  # what the weight tier judges: {"step": n, "sketch", "norm"}
+                "weights": build.weights_image(self.model),  # final
+                "weight_tier": self.variant.weight_tier(build.random_layers(self.model)),
+                "test_samples": len(correct),
+                "test_correct": equivalence.pack_correct(correct),
+                "device": envinfo.device(),
+                "peak_memory_bytes": envinfo.peak_memory_bytes(),
+                "profile": self.profile_summary,
+                **self.variant.info(),
+                **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
+            }
+        )
+
+
+Rounds = Callable[[Callable[[], float], int], None]
+
+
+def _own_rounds(window: Callable[[], float], rounds: int) -> None:
+    for _ in range(rounds):
+        window()
+
+
+def run_case(
+    run: BenchmarkRun,
+    *,
+    repeat: int = 0,
+    rounds: Rounds = _own_rounds,
+    profile_dir: Path | None = None,
+    case_id: str = "",
+    warn_stacklevel: int = 2,
+    record: bool = True,
+) -> dict[str, Any] | None:
+    """The one run sequence every entry point uses: warm-up -> timed rounds -> [profile window] -> evaluate -> record.
+
+    ``rounds(window, n)`` runs the n timed windows: the suite hands them to pytest-benchmark (which times them on
+    the windows' own clock), the Python API and the multi-worker chief just call them. A noisy result warns
+    (NoisyMeasurementWarning), the same way for every entry point. ``record=False`` stops after the rounds (a
+    multi-worker run's other workers train in lockstep with the chief, which alone records).
+    """
+    run.warmup()
+    rounds(run.window, run.rounds)
+    if profile_dir is not None:
+        run.profile(profile_dir)
+    if not record:
+        return None
+    info = {**run.result(), "repeat": repeat}
+    if info["noisy"]:
+        warnings.warn(
+            NoisyMeasurementWarning(
+                f"{noisy_message(case_id or run.case_id, info['cv'])}; use --repeat or --preset rigorous before "
+                "trusting this figure"
+            ),
+            stacklevel=warn_stacklevel,
+        )
+    return info
+
+
+def machine_record() -> dict[str, Any]:
+    """tf2bench's part of a run's machine_info: versions, device, and every matmul peak measured (MFU's divisors)."""
+    return {
+        **envinfo.machine_info(),
+        "peak_matmul": peak.peak().as_dict(),  # float32, for readers from before the per-dtype peaks
+        "peaks": peak.peaks(),  # every precision measured; a result's compute_dtype keys it
+    }

@@ -12,6 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# Where everything generated goes, relative to the working directory (the suite: pytest's rootdir). Named once.
+RESULTS = Path("results")
+BENCHMARKS = RESULTS / "benchmarks"  # numbered pytest-benchmark runs
+REPORTS = RESULTS / "reports"  # tf2bench report / history output
+TRACES = RESULTS / "traces"  # profiler traces (--profile)
+
 
 def atomic_write(path: Path, data: bytes, *, overwrite: bool = True) -> None:
     """Write ``data`` to ``path`` atomically; with ``overwrite=False`` an existing file is an error."""

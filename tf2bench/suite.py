@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tf2bench.data import SOURCES
-from tf2bench.distribute import is_distributed, split_batch
 from tf2bench.errors import BadInputError, check_positive_int
+from tf2bench.loops import VARIANTS, RunConfig
+from tf2bench.loops.distributed import is_distributed, split_batch
 from tf2bench.presets import Preset, get_preset
 from tf2bench.registry import parse_names
-from tf2bench.variants import VARIANTS, RunConfig
 from tf2bench.workloads import WORKLOADS, get_workload, load_spec
+from tf2bench.workloads.data import SOURCES
 
 DEFAULT_PROFILE_STEPS = 5
 

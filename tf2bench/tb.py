@@ -13,10 +13,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from tf2bench import storage
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_OK
 
 HOST = "127.0.0.1"
-DEFAULT_TRACES = Path("results") / "traces"
+DEFAULT_TRACES = storage.TRACES
 
 
 def latest_run(traces: Path) -> Path | None:

@@ -9,9 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from tf2bench import data
 from tf2bench.errors import DataSourceWarning, DataUnavailableError, UnknownNameError
-from tf2bench.workloads import get_workload
+from tf2bench.workloads import data, get_workload, images
 
 MNIST = get_workload("mnist")
 CIFAR = get_workload("cifar100")
@@ -85,7 +84,7 @@ def test_download_path_uses_keras_get_file(keras_home, monkeypatch):
     with pytest.warns(DataSourceWarning):
         ds = data.load(MNIST, "keras")
     assert seen["origin"].endswith("/mnist.npz")
-    assert seen["file_hash"] == data.KERAS_FILES["mnist"]["sha256"]
+    assert seen["file_hash"] == images.KERAS_FILES["mnist"]["sha256"]
     assert seen["cache_dir"] == str(keras_home)
     assert "downloaded to" in ds.provenance["note"]
 
@@ -179,12 +178,12 @@ def test_synthetic_recipe_is_deterministic_and_written_into_the_note():
     assert a.provenance["source"] == "synthetic"
     assert note.startswith("synthetic cifar100-shaped data, not real images")
     recipe = [
-        f"{data.SYNTHETIC_GRID}x{data.SYNTHETIC_GRID} grid",
-        f"upsampled to {32 + 2 * data.SYNTHETIC_SHIFT}x{32 + 2 * data.SYNTHETIC_SHIFT}",
-        f"shift up to +-{data.SYNTHETIC_SHIFT} px",
-        f"{data.SYNTHETIC_CONTRAST} x U({data.SYNTHETIC_CONTRAST_JITTER[0]}, {data.SYNTHETIC_CONTRAST_JITTER[1]})",
-        f"U(+-{data.SYNTHETIC_BRIGHTNESS}) brightness",
-        f"Gaussian noise (sd {data.SYNTHETIC_NOISE})",
+        f"{images.SYNTHETIC_GRID}x{images.SYNTHETIC_GRID} grid",
+        f"upsampled to {32 + 2 * images.SYNTHETIC_SHIFT}x{32 + 2 * images.SYNTHETIC_SHIFT}",
+        f"shift up to +-{images.SYNTHETIC_SHIFT} px",
+        "{} x U({}, {})".format(images.SYNTHETIC_CONTRAST, *images.SYNTHETIC_CONTRAST_JITTER),
+        f"U(+-{images.SYNTHETIC_BRIGHTNESS}) brightness",
+        f"Gaussian noise (sd {images.SYNTHETIC_NOISE})",
         "seeds 1 (train) and 2 (test)",
         "deterministic",
     ]
@@ -202,9 +201,9 @@ def test_fit_learns_synthetic_cifar100_from_its_spatial_structure():
     shuffled by one fixed permutation (the same information for a dense model, none of the locality a
     convolution uses; seeds 1-3: 5-6%). The bounds leave room for other CPUs and seeds.
     """
-    from tf2bench.data import Dataset
+    from tf2bench.loops import RunConfig
     from tf2bench.runner import BenchmarkRun
-    from tf2bench.variants import RunConfig
+    from tf2bench.workloads.data import Dataset
 
     ds = data.load(CIFAR, "synthetic", train_size=2500, test_size=500)
     perm = np.random.default_rng(0).permutation(32 * 32)

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from tf2bench.errors import BadInputError, UnsupportedError
-from tf2bench.multiworker import FAIL_ENV, WorkerFailedError, WorkerSpec, launch
+from tf2bench.loops import RunConfig
+from tf2bench.multiworker import WorkerFailedError, launch
 from tf2bench.suite import parse_options
-from tf2bench.variants import RunConfig
+from tf2bench.worker import FAIL_ENV, WorkerSpec
 
 # Tolerance, from float32 arithmetic. A distributed loop and its single-device reference run the same function on
 # the same batches from the same weights; the one difference is the order of float32 sums: each replica sums the
@@ -49,14 +50,14 @@ def weight_tolerance(global_batch: int, learning_rate: float = 1e-3) -> float:
 SCRIPT_HEAD = textwrap.dedent(
     """
     import json, os, sys
-    from tf2bench import distribute
+    from tf2bench.loops import distributed as distribute
     devices = distribute.configure_devices(2)
     from tf2bench import peak
     peak._PEAK = peak.measure_matmul_peak(n=512)  # MFU's denominator, smaller: the figure is not checked here
     import numpy as np
-    from tf2bench import data
+    from tf2bench.workloads import data
     from tf2bench.runner import BenchmarkRun
-    from tf2bench.variants import RunConfig
+    from tf2bench.loops import RunConfig
     from tf2bench.workloads import get_workload
 
     wl = get_workload("cifar100")
@@ -193,7 +194,7 @@ def efficiency_of(scaling: str, seconds: float, single_seconds: float) -> dict:
     """_Distributed.info on hand-made timings: one pair of 10-step windows, 2 replicas, global batch 32."""
     from types import SimpleNamespace
 
-    from tf2bench.distribute import Mirrored, split_batch
+    from tf2bench.loops.distributed import Mirrored, split_batch
 
     loop = object.__new__(Mirrored)
     loop.strategy = SimpleNamespace(extended=SimpleNamespace(worker_devices=("CPU:0", "CPU:1")))
@@ -220,7 +221,7 @@ def test_scaling_efficiency_is_speedup_over_replicas_under_strong_and_time_ratio
 
 
 def test_strong_scaling_splits_the_global_batch_or_names_the_valid_choices():
-    from tf2bench.distribute import split_batch
+    from tf2bench.loops.distributed import split_batch
 
     assert split_batch(32, 2, "strong") == (32, 16)
     assert split_batch(32, 1, "strong") == (32, 32)
@@ -252,10 +253,25 @@ def load_weights(path):
 
 
 @pytest.mark.slow
-def test_two_local_workers_finish_with_identical_weights_and_the_chief_saves_the_result(tmp_path):
-    info = launch(2, TINY, tmp_path, timeout=300)
-    saved = json.loads((tmp_path / "result.json").read_text())
-    assert saved == json.loads(json.dumps(info))
+def test_two_local_workers_finish_with_identical_weights_and_the_chief_saves_a_numbered_run(tmp_path, capsys):
+    from pytest_benchmark.utils import get_machine_id
+
+    from tf2bench import cli
+    from tf2bench.analysis import runs
+
+    storage = tmp_path / "benchmarks"
+    earlier = storage / get_machine_id() / "0001_earlier_20260101_000000.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}")  # a run already there: the chief's takes the next number and leaves this one alone
+    info = launch(2, TINY, tmp_path, storage=storage, timeout=300)
+    (path,) = storage.glob("*/0002_*.json")
+    assert info["run_file"] == str(path)
+    assert earlier.read_text() == "{}"
+    saved = runs.load(path, require_round_data=True)  # what report and compare read
+    (bench,) = saved.benchmarks
+    assert bench["extra_info"] == {k: v for k, v in info.items() if k != "run_file"}
+    assert (bench["stats"]["data"], bench["stats"]["rounds"]) == (info["window_s"], 2)  # the windows: round data
+    assert (bench["fullname"].split("::")[0], saved.suite["source"]) == ("tf2bench.multiworker",) * 2
     assert (info["variant"], info["strategy"], info["workers"]) == ("multi_worker", "CollectiveAllReduceStrategy", 2)
     # strong scaling, the default: the spec's batch 32 is the global batch, 16 on each worker
     assert info["scaling"] == "strong"
@@ -269,31 +285,35 @@ def test_two_local_workers_finish_with_identical_weights_and_the_chief_saves_the
     assert info["final_fingerprint"] != info["init_fingerprint"]  # they trained
     for a, b in zip(*(load_weights(tmp_path / f"worker-{i}-weights.npz") for i in range(2)), strict=True):
         np.testing.assert_array_equal(a, b)
+    capsys.readouterr()
+    assert cli.main(["report", str(path), "--out", str(tmp_path / "reports")]) == 0  # read unchanged
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if "multi_worker" in line]
+    assert row.split()[:3] == ["cifar100", "functional", "multi_worker"]
+    assert (tmp_path / "reports" / path.stem / "report.md").is_file()
 
 
 @pytest.mark.slow
 def test_a_worker_that_dies_fails_the_run_quickly_and_clearly(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(WorkerFailedError, match=r"worker 1 of 2 exited with code 17; stopped the others") as exc:
-        launch(2, TINY, tmp_path, timeout=240, env={FAIL_ENV: "1"})
+        launch(2, TINY, tmp_path, storage=tmp_path / "benchmarks", timeout=240, env={FAIL_ENV: "1"})
     elapsed = time.monotonic() - t0
     assert elapsed < 120, f"took {elapsed:.0f} s to notice a dead worker"  # not the 240 s limit: at once
     assert f"{FAIL_ENV}=1, exiting after warm-up" in str(exc.value)  # the dead worker's log tail
-    assert not (tmp_path / "result.json").exists()
+    assert not list(tmp_path.glob("benchmarks/*/*.json"))  # no run saved
 
 
 def test_a_run_that_outlives_its_limit_is_killed(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(WorkerFailedError, match=r"workers \[0, 1\] still running after 2 s; killed them"):
-        launch(2, TINY, tmp_path, timeout=2)
+        launch(2, TINY, tmp_path, storage=tmp_path / "benchmarks", timeout=2)
     assert time.monotonic() - t0 < 30
 
 
 def test_multi_worker_outside_a_worker_is_skipped_with_the_reason():
-    from tf2bench import data
+    from tf2bench.loops import RunConfig
     from tf2bench.runner import BenchmarkRun
-    from tf2bench.variants import RunConfig
-    from tf2bench.workloads import get_workload
+    from tf2bench.workloads import data, get_workload
 
     wl = get_workload("cifar100")
     ds = data.load(wl, "synthetic", train_size=64, test_size=32)
@@ -313,7 +333,7 @@ def test_distributed_loops_are_opt_in():
 def test_devices_asked_for_too_late_say_so():
     import tensorflow as tf
 
-    from tf2bench.distribute import DevicesTooLateError, configure_devices
+    from tf2bench.loops.distributed import DevicesTooLateError, configure_devices
 
     tf.config.list_logical_devices()  # initialises the runtime, as any earlier TensorFlow work would
     with pytest.raises(DevicesTooLateError, match=r"--devices 3: too late, TensorFlow has already initialised"):
@@ -340,10 +360,10 @@ NO_ALLREDUCE_CHECK = SCRIPT_HEAD + textwrap.dedent(
     import keras
     import tensorflow as tf
     from pathlib import Path
-    from tf2bench import report
-    from tf2bench.distribute import Mirrored
-    from tf2bench.runs import SavedRun
-    from tf2bench.variants import register_variant
+    from tf2bench.analysis import report
+    from tf2bench.loops.distributed import Mirrored
+    from tf2bench.analysis.runs import SavedRun
+    from tf2bench.loops import register_variant
 
     @register_variant
     class NoAllReduce(Mirrored):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tf2bench.errors import BadInputError, reason
-from tf2bench.workloads import Workload
+from tf2bench.workloads.workload import Workload
 
 
 def build(workload: Workload, api: str, seed: int, sample: Any = None) -> Any:

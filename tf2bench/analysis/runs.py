@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tf2bench import record, storage
 from tf2bench.errors import EXIT_MISSING_BASELINE, BadInputError
 
-DEFAULT_STORAGE = Path("results") / "benchmarks"
+DEFAULT_STORAGE = storage.BENCHMARKS
 
-# extra_info fields report/compare rely on (a subset of BenchmarkRun.result()).
-REQUIRED_FIELDS = ("workload", "api", "variant", "samples_per_sec", "steps", "samples_per_step", "test_accuracy")
+REQUIRED_FIELDS = record.REQUIRED  # extra_info fields report/compare rely on
 
 _RUN_NAME = re.compile(r"^(?P<number>\d{4})_(?P<commit>[^_]*)_(?P<date>\d{8})_(?P<time>\d{6})")
 

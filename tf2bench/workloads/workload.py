@@ -2,7 +2,7 @@
 
 A workload is declared with :class:`Workload` and :func:`register_workload` — the public
 API for bringing your own model. The two tutorial workloads below are declared through
-the same path (their data function is :func:`tf2bench.data.image_classification`).
+the same path (their data function is :func:`tf2bench.workloads.images.image_classification`).
 Keras is imported only inside builders and factories, so reading the registry (CLI,
 report) does not import TensorFlow.
 """
@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tf2bench.data import image_classification, required_positional
-from tf2bench.errors import BadInputError
+from tf2bench.errors import BadInputError, check_positive_int
 from tf2bench.registry import Registry
 
 ModelBuilder = Callable[[], Any]  # returns a fresh, uncompiled keras.Model
-DataFunction = Callable[..., Any]  # () or (DataRequest) -> arrays, tf.data datasets or a tf2bench.data.Dataset
+DataFunction = Callable[..., Any]  # () or (DataRequest) -> arrays, tf.data datasets or a data.Dataset
 SINGLE_API = "model"  # the api name of a workload declared with model= (one builder)
 
 
@@ -33,8 +32,8 @@ class Workload:
     compute the same function), ``data`` and ``loss``. ``data`` returns
     ``((x_train, y_train), (x_test, y_test))`` — x an array, a tuple or a dict of arrays
     (multi-input models), y integer class labels — or ``(train, test)`` finite
-    ``tf.data`` datasets of ``(x, y)``, or a :class:`tf2bench.data.Dataset`. It may take one
-    argument, a :class:`tf2bench.data.DataRequest` (source and sizes the run asks for).
+    ``tf.data`` datasets of ``(x, y)``, or a :class:`tf2bench.workloads.data.Dataset`. It may take one
+    argument, a :class:`tf2bench.workloads.data.DataRequest` (source and sizes the run asks for).
     ``loss``: a Keras loss name, a ``keras.losses.Loss`` or a function ``(y_true, y_pred)``.
     ``optimizer``: a function returning a fresh optimizer (every loop gets its own), or a
     Keras optimizer name; default Adam at ``learning_rate``.
@@ -57,8 +56,6 @@ class Workload:
     num_classes: int | None = None
     keras_dataset: str | None = None  # keras.datasets module name, if real data exists
     full_sizes: tuple[int, int] | None = None  # (train, test) of the real dataset
-    expected_params: int | None = None
-    reference_accuracy: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -97,11 +94,8 @@ class Workload:
                     f"got {type(self.optimizer).__name__}: one instance would carry its state from loop to loop"
                 )
         for name in ("batch_size", "flops_per_sample"):
-            value = getattr(self, name)
-            if value is None and name == "flops_per_sample":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise BadInputError(f"{where}: {name} must be a positive integer, got {value!r}")
+            if getattr(self, name) is not None or name == "batch_size":
+                check_positive_int(f"{where}: {name}", getattr(self, name), parse=False)
         if not self.learning_rate > 0:
             raise BadInputError(f"{where}: learning_rate must be > 0, got {self.learning_rate!r}")
         if self.num_classes is not None and self.num_classes <= 1:
@@ -212,169 +206,13 @@ def load_spec(spec: str) -> Workload:
     return register_workload(obj)
 
 
-def adam() -> Any:
-    """The tutorial's optimizer: Adam with Keras's defaults (learning rate 1e-3)."""
-    import keras
+def required_positional(fn: Any) -> list[str] | None:
+    """Names of ``fn``'s required positional parameters plus any named ``request``; None: no signature."""
+    import inspect
 
-    return keras.optimizers.Adam(learning_rate=1e-3)
-
-
-# --- the tutorial's MNIST CNN, three ways ----------------------------------------------
-
-MNIST_SHAPE = (28, 28, 1)
-CIFAR_SHAPE = (32, 32, 3)
-
-
-def mnist_sequential() -> Any:
-    import keras
-    from keras import layers
-
-    return keras.Sequential(
-        [
-            keras.Input(MNIST_SHAPE),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.Flatten(),
-            layers.Dense(128, activation="relu"),
-            layers.Dense(10, activation="softmax"),
-        ],
-        name="mnist_sequential",
-    )
-
-
-def mnist_functional() -> Any:
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(MNIST_SHAPE)
-    x = layers.Conv2D(32, 3, activation="relu")(inputs)
-    x = layers.Conv2D(64, 3, activation="relu")(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    outputs = layers.Dense(10, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="mnist_functional")
-
-
-def mnist_subclassing() -> Any:
-    import keras
-    from keras import layers
-
-    class MnistModel(keras.Model):
-        def __init__(self) -> None:
-            super().__init__(name="mnist_subclassing")
-            self.conv1 = layers.Conv2D(32, 3, activation="relu")
-            self.conv2 = layers.Conv2D(64, 3, activation="relu")
-            self.flatten = layers.Flatten()
-            self.dense1 = layers.Dense(128, activation="relu")
-            self.dense2 = layers.Dense(10, activation="softmax")
-
-        def call(self, x, training=False):
-            x = self.conv2(self.conv1(x))
-            return self.dense2(self.dense1(self.flatten(x)))
-
-    return MnistModel()
-
-
-# --- the tutorial's CIFAR-100 CNN, three ways ------------------------------------------
-
-
-def cifar100_sequential() -> Any:
-    import keras
-    from keras import layers
-
-    return keras.Sequential(
-        [
-            keras.Input(CIFAR_SHAPE),
-            layers.Conv2D(16, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(256, activation="relu"),
-            layers.Dense(100, activation="softmax"),
-        ],
-        name="cifar100_sequential",
-    )
-
-
-def cifar100_functional() -> Any:
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(CIFAR_SHAPE)
-    x = layers.Conv2D(16, 3, activation="relu")(inputs)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(32, 3, activation="relu")(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(256, activation="relu")(x)
-    outputs = layers.Dense(100, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="cifar100_functional")
-
-
-def cifar100_subclassing() -> Any:
-    import keras
-    from keras import layers
-
-    class Cifar100Model(keras.Model):
-        def __init__(self) -> None:
-            super().__init__(name="cifar100_subclassing")
-            self.conv1 = layers.Conv2D(16, 3, activation="relu")
-            self.pool1 = layers.MaxPooling2D(2)
-            self.conv2 = layers.Conv2D(32, 3, activation="relu")
-            self.pool2 = layers.MaxPooling2D(2)
-            self.flatten = layers.Flatten()
-            self.dense1 = layers.Dense(256, activation="relu")
-            self.dense2 = layers.Dense(100, activation="softmax")
-
-        def call(self, x, training=False):
-            x = self.pool1(self.conv1(x))
-            x = self.pool2(self.conv2(x))
-            return self.dense2(self.dense1(self.flatten(x)))
-
-    return Cifar100Model()
-
-
-register_workload(
-    Workload(
-        name="mnist",
-        data=image_classification,
-        loss="sparse_categorical_crossentropy",
-        optimizer=adam,
-        description="MNIST digits, 28x28x1 /255, 2xConv2D + 2xDense CNN (the tutorial's)",
-        input_shape=MNIST_SHAPE,
-        num_classes=10,
-        models={
-            "sequential": mnist_sequential,
-            "functional": mnist_functional,
-            "subclassing": mnist_subclassing,
-        },
-        expected_params=4_738_826,
-        keras_dataset="mnist",
-        full_sizes=(60_000, 10_000),
-        reference_accuracy={"sequential": 0.9872, "functional": 0.9884, "subclassing": 0.9885},
-    )
-)
-register_workload(
-    Workload(
-        name="cifar100",
-        data=image_classification,
-        loss="sparse_categorical_crossentropy",
-        optimizer=adam,
-        description="CIFAR-100, 32x32x3 /255, 2x(Conv2D+MaxPool) + 2xDense CNN (the tutorial's)",
-        input_shape=CIFAR_SHAPE,
-        num_classes=100,
-        models={
-            "sequential": cifar100_sequential,
-            "functional": cifar100_functional,
-            "subclassing": cifar100_subclassing,
-        },
-        expected_params=325_956,
-        keras_dataset="cifar100",
-        full_sizes=(50_000, 10_000),
-        reference_accuracy={"sequential": 0.3546, "functional": 0.3556, "subclassing": 0.3539},
-    )
-)
-
-BUILTIN_APIS = ("sequential", "functional", "subclassing")
-BUILTIN = ("mnist", "cifar100")
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in positional and p.default is inspect.Parameter.empty]

@@ -7,20 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EQUIVALENT, FP32_TOLERANCE, XLA_TOLERANCE, update_distance
 
-from tf2bench import data, equivalence, models
 from tf2bench.errors import BadInputError, DivergedError, UnknownNameError
+from tf2bench.loops import VARIANTS, BatchPlan, RunConfig, get_variant
 from tf2bench.runner import BenchmarkRun
-from tf2bench.variants import VARIANTS, BatchPlan, RunConfig, get_variant
-from tf2bench.workloads import get_workload
+from tf2bench.workloads import data, get_workload
 
 CIFAR = get_workload("cifar100")
-# fp32 loops: other kernels and summation orders only. Their distance to fit's weights, as a share of fit's update,
-# is bounded by the fp32 tolerance the loops declare (tf2bench.equivalence: one step's gamma_n of the longest
-# reduction, 2^-9, with 2^3 of amplification: 2^-6); XLA by its own (2^-5). Measured here: <= ~1e-3 at 12 steps.
-EQUIVALENT = ("fit", "eager", "tf_function", "tf_data", "fit_spe", "graph_loop")
-FP32_TOLERANCE = equivalence.TOL_FP32
-XLA_TOLERANCE = equivalence.TOL_XLA
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +29,6 @@ def train(variant, dataset, api="functional", **config):
     for _ in range(run.rounds):
         run.window()
     return run
-
-
-def update_distance(run, fit):
-    """||w - w_fit|| / ||w_fit - w_0||, exact (all weights): the quantity the weight tier estimates."""
-    w, w_fit = models.flat_weights(run.model), models.flat_weights(fit.model)
-    w0 = models.flat_weights(models.build(fit.workload, fit.api, fit.config.seed))
-    return float(np.linalg.norm(w - w_fit) / np.linalg.norm(w_fit - w0))
 
 
 @pytest.mark.slow
@@ -65,8 +52,8 @@ def record(run):
 def test_xla_and_mixed_loops_learn_the_same_function(tiny):
     import keras
 
-    from tf2bench import report
-    from tf2bench.runs import SavedRun
+    from tf2bench.analysis import report
+    from tf2bench.analysis.runs import SavedRun
 
     runs = {v: train(v, tiny) for v in ("fit", "xla", "fit_xla", "graph_xla", "mixed")}
     for v in ("xla", "fit_xla", "graph_xla"):
@@ -108,7 +95,7 @@ def test_new_loops_compile_once_and_record_their_settings(tiny):
 def test_dtype_policy_is_restored_even_on_error():
     import keras
 
-    from tf2bench.variants import dtype_policy
+    from tf2bench.loops.mixed import dtype_policy
 
     def build_fails():
         with dtype_policy("mixed_bfloat16"):
@@ -125,15 +112,15 @@ def test_dtype_policy_is_restored_even_on_error():
 def test_an_unsupported_precision_is_reported_not_crashed(monkeypatch):
     import tensorflow as tf
 
-    from tf2bench import variants
     from tf2bench.errors import UnsupportedError
+    from tf2bench.loops import mixed
 
     def no_kernel(*args, **kwargs):
         raise tf.errors.NotFoundError(None, None, "no Conv2D kernel for bfloat16")
 
     monkeypatch.setattr(tf.nn, "conv2d", no_kernel)
     with pytest.raises(UnsupportedError, match="mixed_bfloat16 does not run on this device"):
-        variants.check_policy_supported("mixed_bfloat16")
+        mixed.check_policy_supported("mixed_bfloat16")
 
 
 @pytest.mark.slow

@@ -25,8 +25,8 @@ from math import comb
 
 import pandas as pd
 
+from tf2bench.analysis.runs import SavedRun, round_throughputs
 from tf2bench.errors import BadInputError
-from tf2bench.runs import SavedRun, round_throughputs
 
 DEFAULT_THRESHOLD_PCT = 10.0
 ALPHA = 0.01

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tf2bench import models
 from tf2bench.errors import BadInputError, UnknownNameError
-from tf2bench.workloads import BUILTIN_APIS, WORKLOADS, Workload, get_workload
+from tf2bench.workloads import BUILTIN_APIS, WORKLOADS, Workload, build, get_workload
 
 PARAMS = {"mnist": 4_738_826, "cifar100": 325_956}
 
@@ -15,18 +14,18 @@ PARAMS = {"mnist": 4_738_826, "cifar100": 325_956}
 @pytest.mark.parametrize("workload", ["mnist", "cifar100"])
 @pytest.mark.parametrize("api", BUILTIN_APIS)
 def test_parameter_counts_are_the_tutorials(workload, api):
-    model = models.build(get_workload(workload), api, seed=0)
-    assert models.param_count(model) == PARAMS[workload]
+    model = build.build(get_workload(workload), api, seed=0)
+    assert build.param_count(model) == PARAMS[workload]
 
 
 @pytest.mark.parametrize("workload", ["mnist", "cifar100"])
 def test_three_apis_compute_the_same_function(workload):
     wl = get_workload(workload)
     x = np.random.default_rng(0).uniform(0, 1, size=(8, *wl.input_shape)).astype("float32")
-    built = {api: models.build(wl, api, seed=3) for api in BUILTIN_APIS}
+    built = {api: build.build(wl, api, seed=3) for api in BUILTIN_APIS}
     reference = built["sequential"]
     # Same weights by construction of the seed; then also copy them explicitly to be sure.
-    fingerprints = {api: models.weights_fingerprint(m) for api, m in built.items()}
+    fingerprints = {api: build.weights_fingerprint(m) for api, m in built.items()}
     assert len(set(fingerprints.values())) == 1, fingerprints
     outputs = {}
     for api, model in built.items():
@@ -39,8 +38,8 @@ def test_three_apis_compute_the_same_function(workload):
 
 def test_seed_changes_weights():
     wl = get_workload("cifar100")
-    a = models.weights_fingerprint(models.build(wl, "functional", seed=0))
-    b = models.weights_fingerprint(models.build(wl, "functional", seed=1))
+    a = build.weights_fingerprint(build.build(wl, "functional", seed=0))
+    b = build.weights_fingerprint(build.build(wl, "functional", seed=1))
     assert a != b
 
 
@@ -48,19 +47,19 @@ def test_flops_against_a_hand_count():
     # MNIST: conv1 26*26*32 outputs x 3*3*1 MACs; conv2 24*24*64 x 3*3*32; dense 36864x128; dense 128x10
     conv1, conv2, d1, d2 = 26 * 26 * 32 * 9, 24 * 24 * 64 * 288, 36864 * 128, 128 * 10
     forward = 2 * (conv1 + conv2 + d1 + d2)
-    flops = models.flops_per_sample(get_workload("mnist"))
+    flops = build.flops_per_sample(get_workload("mnist"))
     assert flops.forward == forward == 31_062_784
     assert flops.train == 3 * forward - 2 * conv1  # no input gradient for the first layer
     # CIFAR-100: conv1 30*30*16 x 27; pool -> 15x15; conv2 13*13*32 x 144; pool -> 6x6; dense 1152x256; 256x100
     c1, c2, e1, e2 = 30 * 30 * 16 * 27, 13 * 13 * 32 * 144, 1152 * 256, 256 * 100
-    flops = models.flops_per_sample(get_workload("cifar100"))
+    flops = build.flops_per_sample(get_workload("cifar100"))
     assert flops.forward == 2 * (c1 + c2 + e1 + e2)
     assert flops.train == 3 * flops.forward - 2 * c1
 
 
 def test_unknown_api_names_the_valid_ones():
     with pytest.raises(UnknownNameError, match="functional, sequential, subclassing"):
-        models.build(get_workload("mnist"), "sequentail", seed=0)
+        build.build(get_workload("mnist"), "sequentail", seed=0)
 
 
 def test_registry_refuses_duplicates_and_names_valid_on_miss():
@@ -72,7 +71,7 @@ def test_registry_refuses_duplicates_and_names_valid_on_miss():
 
 def test_builder_returning_a_compiled_model_is_refused():
     def compiled():
-        model = models.build(get_workload("cifar100"), "functional", seed=0)
+        model = build.build(get_workload("cifar100"), "functional", seed=0)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         return model
 
@@ -81,7 +80,7 @@ def test_builder_returning_a_compiled_model_is_refused():
         name="bad", models={"functional": compiled}, data=cifar.data, loss=cifar.loss, input_shape=(32, 32, 3)
     )
     with pytest.raises(BadInputError, match="compiled model"):
-        models.build(wl, "functional", seed=0)
+        build.build(wl, "functional", seed=0)
 
 
 def test_workload_without_builder_is_refused():
@@ -94,9 +93,9 @@ def tf_profiler_flops(workload, batch: int = 32) -> dict[str, float]:
     import keras
     import tensorflow as tf
 
-    from tf2bench.variants import train_step
+    from tf2bench.loops import train_step
 
-    model = models.build(workload, "functional", seed=0)
+    model = build.build(workload, "functional", seed=0)
     optimizer = keras.optimizers.Adam()
     optimizer.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
@@ -131,7 +130,7 @@ def test_flop_count_matches_tensorflows_own(workload):
     backward pass (-1/3) or a double count would fall outside.
     """
     wl = get_workload(workload)
-    ours = models.flops_per_sample(wl)
+    ours = build.flops_per_sample(wl)
     tf_count = tf_profiler_flops(wl)
     assert ours.forward == tf_count["forward"]
     assert tf_count["pruned"] > 0  # TF's graph has the first layer's input gradient; count_flops leaves it out

@@ -1,6 +1,6 @@
 """The two-tier verdicts: planted broken loops come out DIFFERS, and loops that legitimately differ do not.
 
-Every check goes through the records a run saves and ``tf2bench.report.build``, as a user's report would.
+Every check goes through the records a run saves and ``tf2bench.analysis.report.build``, as a user's report would.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import planted_loops
 import pytest
 
-from tf2bench import data, equivalence, models, report
+from tf2bench.analysis import equivalence, report
+from tf2bench.analysis.runs import SavedRun
+from tf2bench.loops import RunConfig
 from tf2bench.runner import BenchmarkRun
-from tf2bench.runs import SavedRun
-from tf2bench.variants import RunConfig
-from tf2bench.workloads import Workload
+from tf2bench.workloads import Workload, build, data
 
 
 def clusters(n: int = 1500, seed: int = 0):
@@ -152,8 +152,8 @@ def test_random_layers_under_xla_fall_back_to_the_quality_tier():
 
 
 def test_random_layers_are_found_in_a_model():
-    assert models.random_layers(mlp_with_random_layers()) == ["Dropout"]
-    assert models.random_layers(mlp()) == []
+    assert build.random_layers(mlp_with_random_layers()) == ["Dropout"]
+    assert build.random_layers(mlp()) == []
 
 
 # ---- the pieces ------------------------------------------------------------------------------------------------
@@ -162,21 +162,21 @@ def test_random_layers_are_found_in_a_model():
 def test_sketch_is_linear_and_estimates_distances():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=100_000), rng.normal(size=100_000)
-    np.testing.assert_allclose(models.sketch(a) - models.sketch(b), models.sketch(a - b), atol=1e-9)
+    np.testing.assert_allclose(build.sketch(a) - build.sketch(b), build.sketch(a - b), atol=1e-9)
     # ||sketch(z)||^2 estimates ||z||^2 with relative variance <= 2/64: 4 sigma is ~71% on the square, so a
     # norm estimate within a factor 1.6 either way never fails by chance (the hash is fixed anyway).
     for z in (a - b, np.where(rng.random(100_000) < 0.01, a, 0.0)):
-        ratio = np.linalg.norm(models.sketch(z)) / np.linalg.norm(z)
+        ratio = np.linalg.norm(build.sketch(z)) / np.linalg.norm(z)
         assert 1 / 1.6 < ratio < 1.6
 
 
 def test_sketch_hash_is_fixed_forever():
     """Saved sketches are compared across runs: the hash must never change (SKETCH_SEED, SKETCH_SIZE)."""
     z = np.arange(1000, dtype=np.float64)
-    s = models.sketch(z)
-    assert len(s) == models.SKETCH_SIZE == 64
-    assert s.sum() == pytest.approx(models.sketch(z).sum())
-    assert np.linalg.norm(s) == pytest.approx(float(np.linalg.norm(models.sketch(z.copy()))))
+    s = build.sketch(z)
+    assert len(s) == build.SKETCH_SIZE == 64
+    assert s.sum() == pytest.approx(build.sketch(z).sum())
+    assert np.linalg.norm(s) == pytest.approx(float(np.linalg.norm(build.sketch(z.copy()))))
 
 
 def test_correctness_bits_round_trip():

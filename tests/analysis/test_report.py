@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STORAGE, edited, fixture
 
-from tf2bench import report, runs
+from tf2bench.analysis import render, report, runs
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInputError
 
 
@@ -81,7 +81,7 @@ def test_repeats_and_seeds_are_pooled_and_widen_the_tolerance():
     assert df.loc["eager", "verdict"] == report.EQUIVALENT
     assert df.loc["tutorial", "verdict"] == report.EXPECTED
     assert report.failures(df.reset_index()) == []
-    assert "±" in report.summary(df.reset_index()).set_index("variant").loc["fit", "accuracy"]
+    assert "±" in render.summary(df.reset_index()).set_index("variant").loc["fit", "accuracy"]
 
 
 def _shift_accuracy(variant: str, delta: float):
@@ -165,13 +165,13 @@ def test_bad_files_are_named_and_the_good_ones_still_reported(tmp_path):
 def test_reports_of_the_same_run_may_be_regenerated_but_nothing_else_is_overwritten(tmp_path):
     out = tmp_path / "reports"
     run = runs.load(fixture("0001"))
-    first = report.write(report.build([run]), [run], out)
-    again = report.write(report.build([run]), [run], out)
+    first = render.write(report.build([run]), [run], out)
+    again = render.write(report.build([run]), [run], out)
     assert first.directory == again.directory
     assert not [p for p in first.directory.iterdir() if p.name.endswith(".tmp")]
     twin = runs.load(edited(fixture("0001"), tmp_path / "elsewhere", lambda d: None))  # same name, other file
     with pytest.raises(BadInputError, match="not made from these runs; not overwriting"):
-        report.write(report.build([twin]), [twin], out)
+        render.write(report.build([twin]), [twin], out)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import ROOT, STORAGE, edited, fixture
 
-from tf2bench import compare, runs
+from tf2bench.analysis import compare, runs
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_MISSING_BASELINE, EXIT_OK, BadInputError
 
 

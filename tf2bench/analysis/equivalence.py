@@ -1,18 +1,16 @@
 """The two tiers of "does this loop learn the same thing as fit?", computed from saved records alone.
 
 *Same math* compares weights after the same steps: every result saves a count sketch of its
-initial weights, of its weights at a checkpoint and at the end (``tf2bench.models.weights_image``),
+initial weights, of its weights at a checkpoint and at the end (``tf2bench.workloads.build.weights_image``),
 so the distance between a loop's weights and fit's is estimated from the JSON, as a share of
 fit's own update ``||w - w_fit|| / ||w_fit - w_0||``. Relative to the update, not to ``||w||``:
 the initial weights dominate ``||w||`` early on, and would hide a wrong update behind them.
 Each loop declares the share its arithmetic allows (``Variant.weight_tier``).
 
 The checkpoint is the first window end at or after CHECK_MIN_STEPS steps, and within
-HORIZON_STEPS. Training amplifies rounding: smoothly (a few percent per step: the MNIST CNN,
-eager vs fit, 6e-5 of the update after 31 steps, 0.36 after 351) and in jumps, when a value
-crosses a kink (a ReLU, the cross-entropy's probability clip): eager vs fit on the quick
-preset's synthetic CIFAR-100 measured 1.0e-3 after 16 steps, 7.8e-2 after 61.
-Only an early checkpoint keeps the difference near a bound derived from one step's
+HORIZON_STEPS. Training amplifies rounding: smoothly (a few percent per step) and in jumps, when
+a value crosses a kink (a ReLU, the cross-entropy's probability clip); docs/equivalence.md gives
+the measurements. Only an early checkpoint keeps the difference near a bound derived from one step's
 rounding (see the tolerances below). Every defect present from the first steps is visible there; a late one is left to
 the quality tier, which judges the final model. No checkpoint in that range (e.g. a first
 window longer than the horizon): the weight tier says so and does not judge.
@@ -44,13 +42,12 @@ DEFAULT_MARGIN_PP = 1.0  # practical margin: a smaller accuracy difference never
 #   itself; Adam's normalisation m / sqrt(v) keeps that relative. Later steps amplify what earlier ones left
 #   (the kinks of ReLU and of the cross-entropy's clip turn a rounding-sized change into a different branch), so
 #   the checkpoint is early (<= HORIZON_STEPS) and the tolerance allows 2^3 of amplification on top of one step's
-#   bound: 2^-6 ~ 1.6e-2. Measured here at the quick preset's checkpoints: 0 to 1.0e-3 (eager vs fit, CIFAR-100
-#   synthetic, 16 steps); every planted defect and the tutorial's loop 6e-2 and more.
+#   bound: 2^-6 ~ 1.6e-2 (what the loops and the planted defects measure against it: docs/equivalence.md).
 # - XLA (fusion, its own conv and reduction kernels): the same argument, with whole fused expressions
 #   re-associated: twice the fp32 allowance, 2^-5.
 # - bf16 compute (mixed): inputs of every matmul/conv are rounded to bf16, u = 2^-8 per element, so one step's
-#   update may move by a few percent, amplified as above to tens of percent (measured 0.17 after 16 steps, 0.6
-#   after 61): a share comparable to a defect's. The loop declares no tolerance and the quality tier judges it.
+#   update may move by a few percent, amplified as above to tens of percent: a share comparable to a defect's.
+#   The loop declares no tolerance and the quality tier judges it.
 TOL_FP32 = 2.0**-6
 TOL_XLA = 2.0**-5
 

@@ -1,0 +1,119 @@
+"""The architecture, checked: imports point one way (down the layers), no cycles, and reading results never
+imports TensorFlow. The layers are the ones docs/architecture.md draws."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "tf2bench"
+
+# Lower numbers are lower layers; a module may import its own layer (without cycles) and the ones below.
+LAYERS: dict[str, int] = {
+    **dict.fromkeys(
+        ("errors", "nest", "registry", "storage", "timing", "envinfo", "peak", "profiling", "presets", "record"), 0
+    ),  # ground floor: no tf2bench imports above it
+    "analysis": 1,  # reads saved JSON; never TensorFlow
+    "workloads": 2,  # what is trained
+    "loops": 3,  # how it is trained
+    "runner": 4,  # the one run sequence
+    "suite": 5,  # options and cases
+    **dict.fromkeys(
+        ("api", "pytest_plugin", "cli", "tb", "multiworker", "worker", "variants", "distribute"), 6
+    ),  # entry points (variants, distribute: the 0.1 import paths, kept as aliases)
+}
+MAX_LINES = 350  # a module holds one job
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """Every tf2bench module ``path`` imports, at module level or inside functions."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("tf2bench")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tf2bench"):
+            for alias in node.names:  # `from tf2bench.x import y`: y may be a submodule
+                sub = f"{node.module}.{alias.name}"
+                out.add(sub if sub in known else node.module)
+    return {m for m in out if m in known}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:  # tf2bench/__init__.py: the public names, an entry point
+        return 6
+    return LAYERS[parts[1]]
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {m: imports_of(p, set(found)) - {m} for m, p in found.items()}
+
+
+def test_every_module_has_a_layer():
+    unplaced = [m for m in modules() if m != "tf2bench" and m.split(".")[1] not in LAYERS]
+    assert not unplaced, f"place these modules in a layer (tests/test_layout.py and docs/architecture.md): {unplaced}"
+
+
+def test_imports_point_down_only():
+    upward = [
+        f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
+        for m, deps in graph().items()
+        for d in deps
+        if layer(d) > layer(m)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycles():
+    g = graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(g[m]):
+            if state.get(d) == 1:
+                cycles.append([*stack[stack.index(d) :], d])
+            elif d not in state:
+                visit(d, [*stack, d])
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_modules_stay_small():
+    big = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not big, f"split these modules (> {MAX_LINES} lines): {big}"
+
+
+@pytest.mark.parametrize(
+    "modules_to_import",
+    [
+        "tf2bench.analysis.report, tf2bench.analysis.compare, tf2bench.analysis.runs, tf2bench.analysis.equivalence",
+        "tf2bench.cli",
+    ],
+)
+def test_reading_results_never_imports_tensorflow(modules_to_import):
+    code = f"import sys, {modules_to_import}; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr

@@ -1,0 +1,279 @@
+"""The report, presented: the summary table (terminal, markdown, html), notes, charts, and the report files.
+
+Everything here reads the table ``report.build`` made; nothing decides a verdict.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tf2bench import storage
+from tf2bench.analysis.report import (
+    DIFFERS,
+    EXPECTED,
+    NO_FAILURES,
+    NOT_COMPARABLE,
+    failed_tiers,
+    failures,
+)
+from tf2bench.analysis.runs import SavedRun
+from tf2bench.errors import BadInputError
+from tf2bench.storage import atomic_write
+from tf2bench.timing import NOISY_CV  # stdlib-only module: no TensorFlow import
+
+DEFAULT_OUT = storage.REPORTS
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns a reader scans, formatted as strings (shared by terminal, md and html)."""
+    cols: dict[str, list[str]] = {}
+    if df["run"].nunique() > 1:
+        cols["run"] = [r[:4] for r in df["run"]]
+    for key in ("workload", "api", "variant"):
+        cols[key] = list(df[key])
+    cols["samples/s"] = [f"{v:,.0f}" for v in df["samples_per_sec"]]
+    cols["CV"] = [f"{100 * v:.1f}%" + (" NOISY" if n else "") for v, n in zip(df["cv"], df["noisy"], strict=True)]
+    cols["vs fit"] = [f"{v:.2f}x" if not math.isnan(v) else "-" for v in df["speedup_vs_fit"]]
+    cols["step ms"] = [f"{v:.1f}" for v in df["step_time_ms"]]
+    cols["MFU"] = [f"{v:.3f}" if not math.isnan(v) else "-" for v in df["mfu"]]
+    cols["first step s"] = [f"{v:.2f}" for v in df["first_step_s"]]
+    cols["accuracy"] = [
+        f"{a:.4f}" + ("" if math.isnan(s) else f" ± {s:.4f}")
+        for a, s in zip(df["test_accuracy"], df["test_accuracy_std"], strict=True)
+    ]
+    cols["Δacc pp"] = [f"{v:+.2f}" if not math.isnan(v) else "-" for v in df["acc_diff_pp"]]
+    cols["p"] = [f"{v:.2g}" if not math.isnan(v) else "-" for v in df["mcnemar_p"]]
+    cols["Δw/update"] = [
+        "-" if math.isnan(d) else f"{d:.1e}" + ("" if d <= t else f" > {t:.0e}")
+        for d, t in zip(df["weight_distance"], df["weight_tolerance"], strict=True)
+    ]
+    cols["verdict"] = [
+        v + (f" ({failed_tiers(r)})" if v in (DIFFERS, EXPECTED) else "")
+        for v, r in zip(df["verdict"], df.itertuples(), strict=True)
+    ]
+    return pd.DataFrame(cols)
+
+
+def text_table(table: pd.DataFrame) -> str:
+    """Aligned plain-text table for the terminal (no extra dependency such as tabulate)."""
+    cols = [str(c) for c in table.columns]
+    cells = [[str(v) for v in row] for row in table.itertuples(index=False)]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    cols = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += [
+        "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in table.itertuples(index=False)
+    ]
+    return "\n".join(lines)
+
+
+def notes(df: pd.DataFrame, runs: Sequence[SavedRun] = ()) -> list[str]:
+    """What a reader must know before quoting a figure: noise, data provenance, expected failures."""
+    out = [
+        f"{r.path}: no round data (saved without --benchmark-save-data); figures come from the suite's own "
+        "window times, and `tf2bench compare` cannot use this run"
+        for r in runs
+        if not r.has_round_data
+    ]
+    noisy = df[df["noisy"]]
+    if len(noisy):
+        out.append(
+            f"{len(noisy)} of {len(df)} figures vary by more than {100 * NOISY_CV:.0f}% between rounds (NOISY): "
+            "use --repeat, --preset rigorous or a quieter machine before quoting them."
+        )
+    several = df["run"].nunique() > 1
+    fallbacks = {}
+    for r in df[df["weights_note"].str.startswith("weight tier not applied")].itertuples():
+        fallbacks.setdefault((r.variant, r.weights_note), []).append(f"{r.workload}/{r.api}")
+    for (variant, why), where in fallbacks.items():
+        out.append(f"{variant} ({', '.join(where)}): {why}.")
+    for r in df[df["verdict"] == NOT_COMPARABLE].itertuples():
+        out.append(f"{r.workload}/{r.api} {r.variant}: {r.verdict_note}.")
+    for r in df[df["verdict"] == EXPECTED].itertuples():
+        out.append(f"{r.workload}/{r.api} {r.variant}{f' [run {r.run[:4]}]' if several else ''}: {r.verdict_note}.")
+    for (workload, dataset), grp in df.groupby(["workload", "dataset"], sort=False):
+        note = grp["dataset_note"].iloc[0]
+        out.append(f"data for {workload}: {dataset}" + (f" — {note}" if note else ""))
+    return out
+
+
+# ---- charts -------------------------------------------------------------------------------------------------------
+
+
+def charts(df: pd.DataFrame) -> dict[str, bytes]:
+    """PNG charts: throughput and accuracy per variant for each workload, and the step-time spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    def series_of(sub: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+        label_run = df["run"].nunique() > 1
+        keys = ["run", "api"] if label_run else ["api"]
+        return [
+            (" ".join(str(k)[:4] if i == 0 and label_run else str(k) for i, k in enumerate(key)), grp)
+            for key, grp in sub.groupby(keys, sort=False)
+        ]
+
+    def bar_chart(value: str, err: Any, ylabel: str, title: str, log: bool) -> bytes:
+        workloads = list(dict.fromkeys(df["workload"]))
+        fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4), squeeze=False)
+        for ax, workload in zip(axes[0], workloads, strict=True):
+            sub = df[df["workload"] == workload]
+            variants = list(dict.fromkeys(sub["variant"]))
+            groups = series_of(sub)
+            width = 0.8 / max(len(groups), 1)
+            for i, (label, grp) in enumerate(groups):
+                pos = [variants.index(v) + (i - (len(groups) - 1) / 2) * width for v in grp["variant"]]
+                ax.bar(pos, grp[value], width, yerr=err(grp), capsize=2, label=label)
+            ax.set_xticks(range(len(variants)), variants, rotation=20)
+            ax.set_title(f"{workload}: {title}")
+            ax.set_ylabel(ylabel)
+            if log:
+                ax.set_yscale("log")
+            ax.legend(fontsize="small")
+        fig.tight_layout()
+        return _png(fig, plt)
+
+    def tput_err(grp: pd.DataFrame) -> list[list[float]]:
+        return [
+            list(grp["samples_per_sec"] - grp["samples_per_sec_min"]),
+            list(grp["samples_per_sec_max"] - grp["samples_per_sec"]),
+        ]
+
+    def acc_err(grp: pd.DataFrame) -> list[float]:
+        return list(grp["test_accuracy_std"].fillna(0.0))
+
+    out = {
+        "throughput.png": bar_chart("samples_per_sec", tput_err, "samples/s (median, min-max)", "throughput", True),
+        "accuracy.png": bar_chart("test_accuracy", acc_err, "test accuracy (± seed std)", "accuracy", False),
+    }
+    workloads = list(dict.fromkeys(df["workload"]))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4), squeeze=False)
+    for ax, workload in zip(axes[0], workloads, strict=True):
+        sub = df[df["workload"] == workload]
+        labels = [
+            f"{r.api[:4]} {r.variant}" + (f" {r.run[:4]}" if df["run"].nunique() > 1 else "") for r in sub.itertuples()
+        ]
+        ax.boxplot(list(sub["round_step_ms"]))
+        ax.set_xticks(range(1, len(labels) + 1), labels)
+        ax.set_yscale("log")
+        ax.set_ylabel("step time per round, ms (log)")
+        ax.set_title(f"{workload}: step-time spread over rounds")
+        ax.tick_params(axis="x", labelrotation=60, labelsize="small")
+    fig.tight_layout()
+    out["step_time.png"] = _png(fig, plt)
+    return out
+
+
+def _png(fig: Any, plt: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# ---- files --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    directory: Path
+    files: list[Path]
+
+
+def report_id(runs: Sequence[SavedRun]) -> str:
+    """The report directory name: the run's own id, or a stable digest of a set of runs."""
+    if len(runs) == 1:
+        return runs[0].run_id
+    digest = hashlib.sha1("\n".join(sorted(str(r.path.resolve()) for r in runs)).encode()).hexdigest()[:10]
+    return f"combined-{len(runs)}runs-{digest}"
+
+
+def write(df: pd.DataFrame, runs: Sequence[SavedRun], out_root: Path = DEFAULT_OUT) -> Written:
+    """Write report.md, report.csv, report.html and the PNG charts into out_root/<run-id>/.
+
+    The directory may only be rewritten for the same source runs (a regenerated report);
+    anything else there is refused rather than overwritten.
+    """
+    directory = out_root / report_id(runs)
+    sources = sorted(str(r.path.resolve()) for r in runs)
+    marker = directory / "sources.json"
+    if directory.exists():
+        previous = json.loads(marker.read_text()) if marker.is_file() else None
+        if previous != sources:
+            raise BadInputError(
+                f"{directory} exists and was not made from these runs; not overwriting it (choose --out)"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    pngs = charts(df)
+    table = summary(df)
+    lines = notes(df, runs)
+    failed = failures(df)
+    files = {
+        "sources.json": json.dumps(sources, indent=1).encode(),
+        "report.csv": df.drop(columns=["round_step_ms"]).to_csv(index=False).encode(),
+        "report.md": _markdown(runs, table, lines, failed, pngs).encode(),
+        "report.html": _html(runs, table, lines, failed, pngs).encode(),
+        **pngs,
+    }
+    for name, data in files.items():
+        atomic_write(directory / name, data)
+    return Written(directory, [directory / n for n in files])
+
+
+def _run_lines(runs: Sequence[SavedRun]) -> list[str]:
+    return [
+        f"{r.run_id}: {r.datetime or '?'}, preset {r.suite.get('preset', '?')}, commit {r.commit or '?'}"
+        + (" (uncommitted changes)" if r.dirty else "")
+        + (f", wall {r.suite['wall_s']:.0f} s" if "wall_s" in r.suite else "")
+        for r in runs
+    ]
+
+
+def _markdown(runs: Sequence[SavedRun], table: pd.DataFrame, lines: list[str], failed: list[str], pngs: dict) -> str:
+    parts = ["# tf2bench report", "", "Runs:", *[f"- {x}" for x in _run_lines(runs)], ""]
+    parts += [markdown_table(table), ""]
+    parts += ["## Accuracy", "", *([f"- **{f}**" for f in failed] or [f"- {NO_FAILURES}"]), ""]
+    parts += ["## Notes", "", *[f"- {n}" for n in lines], ""]
+    parts += ["## Charts", "", *[f"![{n}]({n})" for n in pngs], ""]
+    return "\n".join(parts)
+
+
+def _html(runs: Sequence[SavedRun], table: pd.DataFrame, lines: list[str], failed: list[str], pngs: dict) -> str:
+    import html
+
+    def items(xs: list[str]) -> str:
+        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in xs) + "</ul>"
+
+    imgs = "".join(
+        f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
+        for n, b in pngs.items()
+    )
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>tf2bench report</title>'
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}</style></head><body>"
+        f"<h1>tf2bench report</h1>{items(_run_lines(runs))}"
+        f"{table.to_html(index=False, escape=True)}"
+        f"<h2>Accuracy</h2>{items(failed or [NO_FAILURES])}"
+        f"<h2>Notes</h2>{items(lines)}<h2>Charts</h2>{imgs}</body></html>"
+    )
