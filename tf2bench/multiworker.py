@@ -177,12 +177,18 @@ def launch_scaling(
     )
 
 
+LEGACY_SCALING_FLAG = "efficiency"  # what a bare --scaling (tf2bench 0.1) means
+
+
 def _spec_args(parser: argparse.ArgumentParser) -> None:
     defaults = WorkerSpec()
     for key, value in asdict(defaults).items():
         kind = str if isinstance(value, str) else int
-        choices = RunConfig.SCALINGS if key == "scaling" else None
-        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value, choices=choices)
+        if key == "scaling":  # a bare --scaling is 0.1's "also time 1 worker" (now --efficiency): still accepted
+            scalings = " or ".join(RunConfig.SCALINGS)
+            parser.add_argument("--scaling", default=value, nargs="?", const=LEGACY_SCALING_FLAG, help=scalings)
+            continue
+        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value)
     parser.add_argument("--out", type=Path, required=True, help="where workers write worker-N.json, weights, logs")
     parser.add_argument(
         "--storage",
@@ -210,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         help="one worker's samples/s on the same spec: the chief records the scaling efficiency (launch --efficiency)",
     )
     args = parser.parse_args(argv)
+    if args.scaling == LEGACY_SCALING_FLAG:
+        args.scaling, args.efficiency = WorkerSpec().scaling, True
     spec = WorkerSpec(**{k: getattr(args, k) for k in asdict(WorkerSpec())})
     try:
         if args.command == "launch":

@@ -202,8 +202,8 @@ class BenchmarkRun:
                 **mfu,  # gflops_per_sec, mfu (/ peak_gflops of peak_dtype), mfu_error, compute_dtype, peak_matmul_n
                 "init_fingerprint": self.init_fingerprint,
                 "final_fingerprint": build.weights_fingerprint(self.model),
-                # The two tiers of the verdicts (tf2bench.analysis.equivalence): a compact image of the weights before and
-                # after, the tolerance this loop's arithmetic allows, and per-sample correctness on the test set.
+                # The two tiers of the verdicts (analysis/equivalence.py): a compact image of the weights before
+                # and after, the tolerance this loop's arithmetic allows, and per-sample correctness on the test set.
                 "init_weights": self.init_weights,
                 "weights_checkpoint": self.checkpoint,  # what the weight tier judges: {"step": n, "sketch", "norm"}
                 "weights": build.weights_image(self.model),  # final
