@@ -145,3 +145,13 @@ def test_scaling_is_strong_unless_asked_and_reaches_the_run_config(monkeypatch):
         parse_options({"variant": "fit,fit_mirrored", "devices": "3"})  # the workload's batch, 32
     with pytest.raises(BadInputError, match=r"^unknown scaling 'Strong'; valid: strong, weak$"):
         parse_options({"scaling": "Strong"})
+
+
+@pytest.mark.parametrize(
+    ("position", "total", "elapsed", "expected"),
+    [(23, 60, 115.0, "[23/60, ~3 min left]"), (1, 10, 5.0, "[1/10, ~45 s left]"), (60, 60, 300.0, "[60/60]")],
+)
+def test_progress_says_where_the_run_is_and_the_time_left(position, total, elapsed, expected):
+    from tf2bench.pytest_plugin import progress
+
+    assert progress(position, total, elapsed) == expected

@@ -179,10 +179,27 @@ def _mfu(info: dict) -> str:
     return "  -  " if info.get("mfu") is None else f"{info['mfu']:.3f}"
 
 
+def progress(position: int, total: int, elapsed_s: float) -> str:
+    """``[23/60, ~2 min left]``: where the run is, and the time left at the pace so far (cases differ in cost:
+    an estimate, re-made at every case)."""
+    left = elapsed_s / position * (total - position) if position > 0 else float("nan")
+    if total - position <= 0:
+        return f"[{position}/{total}]"
+    when = f"~{left:.0f} s" if left < 90 else f"~{left / 60:.0f} min"
+    return f"[{position}/{total}, {when} left]"
+
+
 @pytest.fixture
-def report_progress(pytestconfig: pytest.Config):
+def report_progress(pytestconfig: pytest.Config, suite: SuiteOptions):
+    from tf2bench.suite import Case
+
+    cases = suite.cases()
+
     def report(info: dict) -> None:
         pytestconfig.stash[RESULTS_KEY].append(info)
+        case = Case(info["repeat"], info["seed"], info["workload"], info["api"], info["variant"])
+        position = cases.index(case) + 1 if case in cases else len(pytestconfig.stash[RESULTS_KEY])
+        where = progress(position, len(cases), time.perf_counter() - pytestconfig.stash[START_KEY])
         notes = "  NOISY" if info["cv"] > NOISY_CV else ""
         if info.get("scaling_efficiency") is not None:  # distributed loops (tf2bench.distribute)
             notes += f"  [{info['replicas']} replicas, scaling efficiency {info['scaling_efficiency']:.2f}]"
@@ -194,7 +211,7 @@ def report_progress(pytestconfig: pytest.Config):
                 else f"  [profile: step {prof['step_time_ms']:.1f} ms, input {prof['input_bound_pct']:.1f}%]"
             )
         _say(
-            f"{info['workload']:>8} {info['api']:<11} {info['variant']:<11} "
+            f"{where:<22} {info['workload']:>8} {info['api']:<11} {info['variant']:<11} "
             f"{info['samples_per_sec']:9.0f} samples/s ±{100 * info['cv']:4.1f}%  "
             f"step {info['step_time_ms']:7.1f} ms  MFU {_mfu(info)}  first {info['first_step_s']:5.2f} s  "
             f"acc {info['test_accuracy']:.3f}  [{info['dataset']['source']}, r{info['repeat']} s{info['seed']}]{notes}"
