@@ -1,4 +1,5 @@
-"""What ran the benchmark: versions, devices, GPU name and memory, CPU, threads."""
+"""What ran the benchmark: versions, devices, GPU name and memory, CPU and its ISA extensions, threads, and the
+settings that change a CPU's or a GPU's figures (oneDNN, XLA flags, TF32)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,55 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# The CPU extensions that change these figures: oneDNN picks its kernels by them (AVX-512 vs AVX2; bf16 runs on
+# AVX512-BF16 or AMX units, or is emulated), so two runs are only comparable with the same set.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+# What a run's figures depend on beyond the code: `tf2bench compare` warns when two runs differ in any of these.
+FIGURE_SETTINGS = (
+    "cpu_name", "isa", "onednn_opts", "intra_op_threads", "inter_op_threads", "xla_flags", "tf32", "device",
+)  # fmt: skip
+
+
+def cpu_flags() -> tuple[str, str]:
+    """(vendor, the ISA_FLAGS this CPU has, space-separated) from /proc/cpuinfo; ("", "") where there is none."""
+    vendor, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id") and not vendor:
+                    vendor = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return vendor, " ".join(f for f in ISA_FLAGS if f in flags)
+
+
+def figure_settings() -> dict[str, Any]:
+    """The settings beyond the code that change the figures, as recorded in machine_info."""
+    import tensorflow as tf
+
+    vendor, isa = cpu_flags()
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    return {
+        "cpu_vendor": vendor,
+        "isa": isa,
+        # TF 2.9+ turns oneDNN's custom ops on by default on x86 Linux; the variable turns them off with 0
+        "onednn_opts": "on (default)" if onednn is None else ("off" if onednn.strip() == "0" else "on"),
+        "xla_flags": " ".join(filter(None, (os.environ.get("TF_XLA_FLAGS", ""), os.environ.get("XLA_FLAGS", "")))),
+        "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),  # matters on an Ampere+ GPU
+    }
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The FIGURE_SETTINGS two machine records disagree on, as "name: a -> b" (records without one are skipped)."""
+    out = []
+    for key in FIGURE_SETTINGS:
+        if key in a and key in b and a[key] != b[key]:
+            out.append(f"{key}: {a[key]!r} -> {b[key]!r}")
+    return out
 
 
 @cache
@@ -80,4 +130,5 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        **figure_settings(),
     }

@@ -204,3 +204,23 @@ def test_a_burst_on_one_api_is_spread_by_the_loop_gate_but_a_slower_loop_is_not(
     assert "cifar100/*/tf_data" in list(compare.compare(base, slower).regressions["benchmark"])
     with pytest.raises(BadInputError, match="unknown --by 'api'; valid: loop, benchmark"):
         compare.compare(base, burst, by="api")
+
+
+def _machine(isa: str, threads: int):
+    def edit(doc):
+        doc["machine_info"].setdefault("tf2bench", {}).update(
+            {"isa": isa, "onednn_opts": "on (default)", "intra_op_threads": threads, "inter_op_threads": 0}
+        )
+
+    return edit
+
+
+def test_compare_warns_when_the_runs_differ_in_what_the_figures_depend_on(tmp_path):
+    """Another ISA (AVX2 vs AMX: other oneDNN kernels) or thread count changes the figures as much as code does."""
+    a = runs.load(edited(fixture("0001"), tmp_path / "a", _machine("avx2 fma", 0)), True)
+    b = runs.load(edited(fixture("0002"), tmp_path / "b", _machine("avx2 fma avx512f amx_bf16", 2)), True)
+    (warning,) = [n for n in compare.compare(a, b).notes if n.startswith("WARNING")]
+    assert "isa: 'avx2 fma' -> 'avx2 fma avx512f amx_bf16'" in warning
+    assert "intra_op_threads: 0 -> 2" in warning
+    same = runs.load(edited(fixture("0002"), tmp_path / "c", _machine("avx2 fma", 0)), True)
+    assert not [n for n in compare.compare(a, same).notes if n.startswith("WARNING")]

@@ -25,6 +25,7 @@ from math import comb
 
 import pandas as pd
 
+from tf2bench import envinfo
 from tf2bench.analysis.runs import SavedRun, round_throughputs
 from tf2bench.errors import BadInputError
 
@@ -201,6 +202,14 @@ def compare(
             f"{repeats} repeat(s) per benchmark: rounds of one repeat run back to back, so a load change between "
             "the two runs (or during fit's benchmark, with --normalize) shifts every round alike and the test cannot "
             "tell it from a code change. Gate on a quiet, dedicated runner and interleave with --repeat 3 or more."
+        )
+    differ = envinfo.differences(baseline.machine, current.machine)
+    if differ:  # the figures depend on these as much as on the code: say so before anyone reads a verdict
+        notes.insert(
+            0,
+            "WARNING: the two runs differ in what the figures depend on besides the code ("
+            + "; ".join(differ)
+            + "): an absolute change may come from that; --normalize removes only what scales every loop alike",
         )
     return Comparison(table, notes)
 

@@ -245,8 +245,25 @@ def _run_lines(runs: Sequence[SavedRun]) -> list[str]:
         f"{r.run_id}: {r.datetime or '?'}, preset {r.suite.get('preset', '?')}, commit {r.commit or '?'}"
         + (" (uncommitted changes)" if r.dirty else "")
         + (f", wall {r.suite['wall_s']:.0f} s" if "wall_s" in r.suite else "")
+        + _machine_line(r.machine)
         for r in runs
     ]
+
+
+def _machine_line(m: dict[str, Any]) -> str:
+    """What the figures depend on besides the code (envinfo.FIGURE_SETTINGS), as the report's header shows it."""
+    if not m:
+        return ""
+    dev = m.get("device") or {}
+    parts = [
+        str(dev.get("name") or m.get("cpu_name") or "?") + (f" ({dev['cores']} cores)" if dev.get("cores") else ""),
+        f"ISA {m['isa']}" if m.get("isa") else "",
+        f"oneDNN {m['onednn_opts']}" if m.get("onednn_opts") else "",
+        f"threads {m.get('intra_op_threads', 0) or 'default'}/{m.get('inter_op_threads', 0) or 'default'}",
+        f"XLA flags {m['xla_flags']}" if m.get("xla_flags") else "",
+        f"TF {m.get('tf_version', '?')}, Keras {m.get('keras_version', '?')}",
+    ]
+    return "; machine: " + ", ".join(x for x in parts if x)
 
 
 def _markdown(runs: Sequence[SavedRun], table: pd.DataFrame, lines: list[str], failed: list[str], pngs: dict) -> str:

@@ -53,6 +53,7 @@ class SavedRun:
     datetime: str = ""
     commit: str = ""
     dirty: bool = False
+    machine: dict[str, Any] = field(default_factory=dict)  # machine_info["tf2bench"]: versions, CPU, ISA, settings
 
     @property
     def run_id(self) -> str:
@@ -161,6 +162,9 @@ def load(path: Path, require_round_data: bool = False) -> SavedRun:
         datetime=str(doc.get("datetime", "")),
         commit=str(commit.get("id") or "")[:10],
         dirty=bool(commit.get("dirty")),
+        machine=((doc.get("machine_info") or {}).get("tf2bench") or {})
+        if isinstance(doc.get("machine_info"), dict)
+        else {},
     )
 
 
