@@ -109,7 +109,8 @@ def test_modules_stay_small():
 @pytest.mark.parametrize(
     "modules_to_import",
     [
-        "tf2bench.analysis.report, tf2bench.analysis.compare, tf2bench.analysis.runs, tf2bench.analysis.equivalence",
+        "tf2bench.analysis.report, tf2bench.analysis.compare, tf2bench.analysis.runs, tf2bench.analysis.equivalence, "
+        "tf2bench.analysis.history, tf2bench.analysis.render",
         "tf2bench.cli",
     ],
 )

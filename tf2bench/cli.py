@@ -1,11 +1,12 @@
-"""`tf2bench report | compare | tensorboard`: read saved suite runs, print tables, serve traces; return an exit code.
+"""`tf2bench report | compare | history | tensorboard`: read saved suite runs, print tables, serve traces; exit code.
 
-``report`` and ``compare`` never import TensorFlow: reading results must be quick and work on a CI box
+``report``, ``compare`` and ``history`` never import TensorFlow: reading results must be quick and work on a CI box
 without it (``tensorboard`` starts TensorBoard's own server over the traces).
 Each subcommand is one ``add_parser`` call plus a ``run(args) -> int`` function; add a
 new one by appending to SUBCOMMANDS.
 
-Exit codes (tf2bench.errors): 0 fine; 1 a regression or a loop that is not equivalent to fit; 2 bad input
+Exit codes (tf2bench.errors): 0 fine; 1 a regression, a newest-segment slowdown (history) or a loop that is not
+equivalent to fit; 2 bad input
 (unreadable or foreign file, no common benchmarks, bad option); 3 baseline missing.
 """
 
@@ -157,6 +158,60 @@ def run_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- history ------------------------------------------------------------------------------------------------------
+
+
+def add_history(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "history",
+        help="each loop's throughput across saved runs, with the steps in it (change points)",
+        description="Throughput of every workload/loop across runs (oldest first), one series per machine, with "
+        "change points (ruptures) that count only when significant (Mann-Whitney on the rounds, p < 0.01) and "
+        "beyond --threshold. Writes results/reports/history-<digest>/. Exit 0 fine, 1 the newest segment of a "
+        "series is such a slowdown, 2 bad input.",
+    )
+    p.add_argument("paths", nargs="*", help="run files, directories, globs or run numbers (default: every saved run)")
+    p.add_argument("--storage", type=Path, default=storage.BENCHMARKS, help="where saved runs are looked up")
+    p.add_argument("--out", type=Path, default=storage.REPORTS, help="files go to OUT/history-<digest>/")
+    p.add_argument("--threshold", type=_percent, default=10.0, help="time change that counts, percent (default 10)")
+    p.add_argument("--normalize", action="store_true", help="speed-up vs fit of the same run instead of samples/s")
+    p.add_argument(
+        "--merge-machines",
+        action="store_true",
+        help="with --normalize: one series across machines (otherwise each machine has its own)",
+    )
+    p.set_defaults(run=run_history)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from tf2bench.analysis import history, render
+
+    loaded, errors = history.load(args.paths, args.storage)
+    for exc in errors:
+        _err(str(exc))
+    if not loaded:
+        return EXIT_BAD_INPUT
+    series, notes = history.build(loaded, args.normalize, args.merge_machines)
+    history.analyse(series, args.threshold)
+    written = history.write(series, loaded, args.normalize, args.out)
+    what = "speed-up vs fit of the same run" if args.normalize else "samples/s"
+    print(
+        f"{len(loaded)} run(s), {loaded[0].run_id} .. {loaded[-1].run_id}\n({what}, median of each run's rounds "
+        f"pooled over the model APIs; a step counts when p < 0.01 and the time changes by > {args.threshold:g}%)"
+    )
+    print(render.text_table(history.printed(series, args.normalize)))
+    for line in history.step_lines(series):
+        print(line)
+    for line in notes:
+        print(f"note: {line}")
+    print(f"wrote {written.directory}/: {', '.join(p.name for p in written.files if p.name != 'sources.json')}")
+    if errors:
+        _err(f"{len(errors)} input(s) could not be used (see above); the history covers the other {len(loaded)} run(s)")
+    if any(s.slowdown for s in series):
+        return EXIT_FAILED
+    return EXIT_BAD_INPUT if errors else EXIT_OK
+
+
 # ---- tensorboard --------------------------------------------------------------------------------------------------
 
 
@@ -174,7 +229,12 @@ def add_tensorboard(sub: argparse._SubParsersAction) -> None:
 
 # ---- dispatch -----------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_report, add_compare, add_tensorboard]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_report,
+    add_compare,
+    add_history,
+    add_tensorboard,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
