@@ -187,3 +187,12 @@ def test_bad_arguments_exit_2_with_one_clear_line(args, message, capsys):
 
     assert main(args) == EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
+
+
+def test_the_report_names_the_fastest_equivalent_loop_per_workload():
+    df = report.build([runs.load(fixture("0001"))])
+    (line,) = render.fastest_equivalent(df)
+    ok = df[df["verdict"] == report.EQUIVALENT]
+    best = ok.groupby("variant")["speedup_vs_fit"].median().idxmax()
+    assert line.startswith(f"fastest equivalent on cifar100: {best} ")
+    assert "x fit, weights" in line

@@ -204,3 +204,17 @@ def test_variant_registry():
     assert VARIANTS.names()[:5] == ["fit", "eager", "tutorial", "tf_function", "tf_data"]
     with pytest.raises(UnknownNameError, match=r"unknown variant .tf-function.; valid: .*tf_function"):
         get_variant("tf-function")
+
+
+@pytest.mark.slow
+def test_graph_mixed_stacks_the_in_graph_loop_and_mixed_precision(tiny):
+    from tf2bench.loops import VARIANTS
+
+    run = train("graph_mixed", tiny)
+    info = run.result()
+    assert VARIANTS.get("graph_mixed").opt_in  # run by name only: the default selection stays the ten loops
+    assert info["dtype_policy"].startswith("mixed_")
+    assert info["compute_dtype"] in ("bfloat16", "float16")
+    assert info["traces"] == 1  # one block trace for warm-up and every window
+    assert info["weight_tier"]["tolerance"] is None  # bf16: judged by the quality tier, and the record says why
+    assert info["peak_dtype"] == info["compute_dtype"]  # MFU against the peak of its own precision

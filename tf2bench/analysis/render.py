@@ -19,6 +19,7 @@ import pandas as pd
 from tf2bench import storage
 from tf2bench.analysis.report import (
     DIFFERS,
+    EQUIVALENT,
     EXPECTED,
     NO_FAILURES,
     NOT_COMPARABLE,
@@ -83,6 +84,38 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def fastest_equivalent(df: pd.DataFrame) -> list[str]:
+    """Per run and workload, the fastest loop that is equivalent to fit (median speed-up over the model APIs),
+    with what its equivalence rests on: "fastest equivalent: graph_loop 1.64x fit, weights within 1.7e-06"."""
+    lines = []
+    several = df["run"].nunique() > 1
+    for (run, workload), grp in df.groupby(["run", "workload"], sort=False):
+        ok = grp[grp["verdict"] == EQUIVALENT]
+        if ok.empty:
+            continue
+        by_loop = ok.groupby("variant", sort=False)
+        speed = by_loop["speedup_vs_fit"].median().dropna()
+        if speed.empty:
+            continue
+        best = speed.idxmax()
+        rows = ok[ok["variant"] == best]
+        dist = rows["weight_distance"].max()
+        why = str(rows["weights_note"].iloc[0]).removeprefix("weight tier not applied: ")
+        basis = (
+            "weights identical to fit's"
+            if dist == 0
+            else f"weights within {dist:.1e} of fit's update"
+            if not math.isnan(dist)
+            else f"weights not judged ({why.split(': ')[0].split(', so')[0]})"
+        )
+        quality = (
+            f", quality same (McNemar p >= {rows['mcnemar_p'].min():.2g})" if rows["paired_samples"].gt(0).all() else ""
+        )
+        where = f" [run {str(run)[:4]}]" if several else ""
+        lines.append(f"fastest equivalent on {workload}{where}: {best} {speed[best]:.2f}x fit, {basis}{quality}")
+    return lines
+
+
 def notes(df: pd.DataFrame, runs: Sequence[SavedRun] = ()) -> list[str]:
     """What a reader must know before quoting a figure: noise, data provenance, expected failures."""
     out = [
@@ -91,6 +124,7 @@ def notes(df: pd.DataFrame, runs: Sequence[SavedRun] = ()) -> list[str]:
         for r in runs
         if not r.has_round_data
     ]
+    out += fastest_equivalent(df)
     noisy = df[df["noisy"]]
     if len(noisy):
         out.append(

@@ -17,10 +17,10 @@ from tf2bench.loops.compiled import GraphLoop, GraphXla, TfData, TfFunction, Xla
 from tf2bench.loops.distributed import FitMirrored, Mirrored, MultiWorker
 from tf2bench.loops.eager import Eager, Tutorial
 from tf2bench.loops.fit import Fit, FitSpe, FitXla
-from tf2bench.loops.mixed import Mixed
+from tf2bench.loops.mixed import GraphMixed, Mixed
 
 for _loop in (
-    Fit, Eager, Tutorial, TfFunction, TfData, FitXla, FitSpe, Xla, GraphLoop, GraphXla, Mixed,
+    Fit, Eager, Tutorial, TfFunction, TfData, FitXla, FitSpe, Xla, GraphLoop, GraphXla, Mixed, GraphMixed,
     Mirrored, FitMirrored, MultiWorker,
 ):  # fmt: skip
     register_variant(_loop)

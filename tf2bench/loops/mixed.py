@@ -1,4 +1,5 @@
-"""``mixed``: tf_data with a mixed-precision model (bf16 on a CPU, fp16 with loss scaling on a GPU)."""
+"""The mixed-precision loops (bf16 on a CPU, fp16 with loss scaling on a GPU): ``mixed`` (tf_data) and
+``graph_mixed`` (the in-graph loop), which stacks the two techniques that help independently."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from tf2bench.errors import UnsupportedError
-from tf2bench.loops.compiled import TfData
+from tf2bench.loops.compiled import GraphLoop, TfData
 
 
 def mixed_policy_name() -> str:
@@ -31,9 +32,10 @@ def dtype_policy(name: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-class Mixed(TfData):
-    name = "mixed"
-    description = "tf_data with a mixed-precision model: mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU"
+class _MixedPrecision:
+    """A loop whose model computes in the device's mixed policy; with float16, the optimizer scales the loss."""
+
+    ctx: Any
 
     @classmethod
     def model_scope(cls) -> AbstractContextManager[Any]:
@@ -48,10 +50,21 @@ class Mixed(TfData):
         if mixed_policy_name() == "mixed_float16":  # float16 gradients underflow without loss scaling
             c.optimizer = keras.optimizers.LossScaleOptimizer(c.optimizer)
             c.optimizer.build(c.model.trainable_variables)
-        super().setup()
+        super().setup()  # type: ignore[misc]
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "dtype_policy": self.ctx.model.dtype_policy.name}
+        return {**super().info(), "dtype_policy": self.ctx.model.dtype_policy.name}  # type: ignore[misc]
+
+
+class Mixed(_MixedPrecision, TfData):
+    name = "mixed"
+    description = "tf_data with a mixed-precision model: mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU"
+
+
+class GraphMixed(_MixedPrecision, GraphLoop):
+    name = "graph_mixed"
+    description = "graph_loop with the mixed-precision model: Python out of the step and bf16 (fp16 on a GPU) compute"
+    opt_in = True  # two techniques stacked: run it by name (--variant graph_mixed)
 
 
 def check_policy_supported(name: str) -> None:
