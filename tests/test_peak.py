@@ -18,7 +18,6 @@ def fake_peak(dtype: str, gflops: float) -> peak.Peak:
 def no_peaks(monkeypatch):
     """An empty per-process cache, restored after the test."""
     monkeypatch.setattr(peak, "_PEAKS", {})
-    monkeypatch.setattr(peak, "_PEAK", None)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -27,6 +27,12 @@ def _err(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _name_unusable(errors: list) -> None:
+    """One line on stderr per input that could not be used; the rest are still read."""
+    for exc in errors:
+        _err(str(exc))
+
+
 def _percent(text: str) -> float:
     try:
         value = float(text.strip().rstrip("%"))
@@ -70,8 +76,7 @@ def run_report(args: argparse.Namespace) -> int:
     from tf2bench.analysis import render, report, runs
 
     loaded, errors = runs.load_many(args.paths, args.storage)
-    for exc in errors:
-        _err(str(exc))
+    _name_unusable(errors)
     if not loaded:
         return EXIT_BAD_INPUT
     df = report.build(loaded, args.tolerance, args.alpha)
@@ -187,8 +192,7 @@ def run_history(args: argparse.Namespace) -> int:
     from tf2bench.analysis import history, render
 
     loaded, errors = history.load(args.paths, args.storage)
-    for exc in errors:
-        _err(str(exc))
+    _name_unusable(errors)
     if not loaded:
         return EXIT_BAD_INPUT
     series, notes = history.build(loaded, args.normalize, args.merge_machines)

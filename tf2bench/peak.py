@@ -119,7 +119,6 @@ def _precision(tf: Any, dtype: str, device: str) -> tuple[str, bool | None]:
 
 
 _PEAKS: dict[str, Peak] = {}  # dtype -> its peak, for the rest of the process (the session)
-_PEAK: Peak | None = None  # a float32 peak set from outside (a test measures a smaller one), used as is
 
 
 def peak(dtype: str = "float32") -> Peak:
@@ -129,10 +128,7 @@ def peak(dtype: str = "float32") -> Peak:
     the results it would divide then carry MFU None and that reason.
     """
     if dtype not in _PEAKS:
-        if dtype == "float32" and _PEAK is not None:
-            _PEAKS[dtype] = _PEAK
-        else:
-            _PEAKS[dtype] = _measure_or_reason(dtype)
+        _PEAKS[dtype] = _measure_or_reason(dtype)
     return _PEAKS[dtype]
 
 

@@ -62,7 +62,7 @@ def min_p_value(n: int, m: int) -> float:
     return 1.0 / comb(n + m, n)
 
 
-def _costs(run: SavedRun, normalize: bool) -> tuple[dict[Key, list[float]], list[Key]]:
+def round_costs(run: SavedRun, normalize: bool) -> tuple[dict[Key, list[float]], list[Key]]:
     """Per-round cost of every benchmark, pooled over repeats and seeds: higher = slower.
 
     Absolute: seconds per sample. Normalised: fit's median throughput (same run, repeat,
@@ -124,11 +124,11 @@ def compare(
         raise BadInputError(f"--threshold must be a positive percentage, got {threshold_pct!r}")
     if by not in BY:
         raise BadInputError(f"unknown --by {by!r}; valid: {', '.join(BY)}")
-    base, base_skip = _costs(baseline, normalize)
-    cur, cur_skip = _costs(current, normalize)
+    base, base_skip = round_costs(baseline, normalize)
+    cur, cur_skip = round_costs(current, normalize)
     only_base = [k for k in base if k not in cur]
     only_cur = [k for k in cur if k not in base]
-    listed = (_names(base), _names(cur))
+    listed = (benchmark_names(base), benchmark_names(cur))
     if by == "loop":
         base, cur = _pool_apis(base, cur)
     common = [k for k in base if k in cur]
@@ -182,12 +182,12 @@ def compare(
             f"suite with --repeat N (rounds of repeats are pooled) or --rounds {need}."
         )
     if only_base:
-        notes.append(f"only in the baseline (not compared): {_names(only_base)}")
+        notes.append(f"only in the baseline (not compared): {benchmark_names(only_base)}")
     if only_cur:
-        notes.append(f"only in the current run (not compared): {_names(only_cur)}")
+        notes.append(f"only in the current run (not compared): {benchmark_names(only_cur)}")
     for run, skipped in ((baseline, base_skip), (current, cur_skip)):
         if skipped:
-            notes.append(f"{run.path}: no fit to normalise against for {_names(skipped)} (not compared)")
+            notes.append(f"{run.path}: no fit to normalise against for {benchmark_names(skipped)} (not compared)")
     notes += _config_notes(baseline, current, normalize)
     pooled = [k for k in common if k[1] == POOLED]
     if pooled:
@@ -223,7 +223,7 @@ def _repeats(run: SavedRun) -> int:
     return min(len(v) for v in seen.values())
 
 
-def _names(keys: object) -> str:
+def benchmark_names(keys: object) -> str:
     return ", ".join("/".join(k) for k in keys) or "none"
 
 

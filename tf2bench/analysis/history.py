@@ -17,7 +17,6 @@ before it" is always a counted step, or none.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -32,7 +31,6 @@ from tf2bench.analysis import compare, runs
 from tf2bench.analysis.render import Written
 from tf2bench.analysis.runs import RunFileError, SavedRun
 from tf2bench.errors import BadInputError
-from tf2bench.storage import atomic_write
 
 MIN_RUNS = 2  # runs on each side of a step: a single run is an outlier, not a step (`compare` gates one run)
 MAD_TO_SD = 1.4826  # MAD x this = standard deviation, for normal noise
@@ -100,19 +98,15 @@ def load(specs: Sequence[str], storage_dir: Path) -> tuple[list[SavedRun], list[
         if not specs:
             raise runs.MissingRunError(storage_dir, "no saved runs here; run `pytest bench --benchmark-autosave` first")
     loaded, errors = runs.load_many(specs, storage_dir)
-    return sorted(loaded, key=lambda r: (r.datetime, runs._sort_key(r.path))), errors
+    return sorted(loaded, key=lambda r: (r.datetime, runs.sort_key(r.path))), errors
 
 
 def machine_of(run: SavedRun) -> str:
     """The hardware a run measured: CPU model and count, and the accelerator (not the host name: CI hosts change)."""
-    try:
-        info = json.loads(run.path.read_text(encoding="utf-8")).get("machine_info") or {}
-    except (OSError, ValueError):
-        info = {}
-    own, cpu = info.get("tf2bench") or {}, info.get("cpu") or {}
+    own = run.machine
     device = own.get("device") or run.benchmarks[0]["extra_info"].get("device") or {}
-    name = own.get("cpu_name") or cpu.get("brand_raw") or (device.get("name") if device.get("kind") == "CPU" else None)
-    count = own.get("cpu_count") or cpu.get("count") or device.get("cores")
+    name = own.get("cpu_name") or (device.get("name") if device.get("kind") == "CPU" else None)
+    count = own.get("cpu_count") or device.get("cores")
     label = f"{name or 'unknown CPU'}" + (f" x{count}" if count else "")
     if device.get("kind") not in (None, "CPU"):
         label += f", {device.get('count', 1)}x {device['kind']} {device.get('name', '?')}"
@@ -137,7 +131,7 @@ def build(
     for i, run in enumerate(loaded):
         label = names[i]
         machine = MERGED if merge_machines else machine_of(run)
-        costs, unnormalizable = compare._costs(run, normalize)  # per round: seconds per sample, or x fit's time
+        costs, unnormalizable = compare.round_costs(run, normalize)  # per round: seconds per sample, or x fit's time
         pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
         for (workload, _api, variant), cost in costs.items():
             if not (normalize and variant == "fit"):
@@ -146,7 +140,9 @@ def build(
             if cost:
                 groups[(workload, variant, machine)].append(Point(run, i, label, -np.log(np.asarray(cost))))
         if unnormalizable:
-            notes.append(f"run {label}: no fit to normalise against for {compare._names(unnormalizable)} (left out)")
+            notes.append(
+                f"run {label}: no fit to normalise against for {compare.benchmark_names(unnormalizable)} (left out)"
+            )
     if not groups:
         raise BadInputError("no benchmark rounds in these runs" + (" with a fit to normalise against" * normalize))
     machines = sorted({m for _, _, m in groups})
@@ -279,7 +275,7 @@ def chart(series: list[Series], normalize: bool) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tf2bench.analysis.render import _png
+    from tf2bench.analysis.render import png
 
     machines = list(dict.fromkeys(s.machine for s in series))
     workloads = list(dict.fromkeys(s.workload for s in series))
@@ -308,20 +304,18 @@ def chart(series: list[Series], normalize: bool) -> bytes:
             if ax.lines:
                 ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    return _png(fig, plt)
+    return png(fig, plt)
 
 
 def write(
     series: list[Series], loaded: Sequence[SavedRun], normalize: bool, out_root: Path = storage.REPORTS
 ) -> Written:
     """history.csv, history.md, series.csv and history.png in out_root/history-<digest>/ (never another set's dir)."""
-    from tf2bench.analysis.render import markdown_table
+    from tf2bench.analysis.render import markdown_table, refuse_foreign, write_files
 
-    sources = sorted(str(r.path.resolve()) for r in loaded)
-    directory = out_root / f"history-{hashlib.sha1(chr(10).join(sources).encode()).hexdigest()[:10]}"
-    marker = directory / "sources.json"
-    if directory.exists() and (json.loads(marker.read_text()) if marker.is_file() else None) != sources:
-        raise BadInputError(f"{directory} exists and was not made from these runs; not overwriting it (choose --out)")
+    sources = "\n".join(sorted(str(r.path.resolve()) for r in loaded))
+    directory = out_root / f"history-{hashlib.sha1(sources.encode()).hexdigest()[:10]}"
+    refuse_foreign(directory, loaded)  # before any work: a foreign directory is never written into
     df = table(series, normalize)
     runs_md = [
         f"- {label}: {r.run_id}, {r.datetime or '?'}, commit {r.commit or '?'}{' (uncommitted changes)' * r.dirty}"
@@ -332,12 +326,9 @@ def write(
     md += [markdown_table(printed(series, normalize)), "", *[f"- {line}" for line in step_lines(series)], ""]
     md += ["## Runs", "", *runs_md, "", "![history.png](history.png)", ""]
     files = {
-        "sources.json": json.dumps(sources, indent=1).encode(),
         "history.csv": df.to_csv(index=False).encode(),
         "series.csv": series_table(series, normalize).to_csv(index=False).encode(),
         "history.md": "\n".join(md).encode(),
         "history.png": chart(series, normalize),
     }
-    for name, data in files.items():
-        atomic_write(directory / name, data)
-    return Written(directory, [directory / n for n in files])
+    return write_files(directory, loaded, files)

@@ -183,7 +183,7 @@ def charts(df: pd.DataFrame) -> dict[str, bytes]:
                 ax.set_yscale("log")
             ax.legend(fontsize="small")
         fig.tight_layout()
-        return _png(fig, plt)
+        return png(fig, plt)
 
     def tput_err(grp: pd.DataFrame) -> list[list[float]]:
         return [
@@ -212,11 +212,11 @@ def charts(df: pd.DataFrame) -> dict[str, bytes]:
         ax.set_title(f"{workload}: step-time spread over rounds")
         ax.tick_params(axis="x", labelrotation=60, labelsize="small")
     fig.tight_layout()
-    out["step_time.png"] = _png(fig, plt)
+    out["step_time.png"] = png(fig, plt)
     return out
 
 
-def _png(fig: Any, plt: Any) -> bytes:
+def png(fig: Any, plt: Any) -> bytes:
     import io
 
     buf = io.BytesIO()
@@ -242,6 +242,26 @@ def report_id(runs: Sequence[SavedRun]) -> str:
     return f"combined-{len(runs)}runs-{digest}"
 
 
+def refuse_foreign(directory: Path, runs: Sequence[SavedRun]) -> None:
+    """A report directory may only be rewritten for the same source runs (sources.json); anything else is refused."""
+    marker = directory / "sources.json"
+    if directory.exists() and (json.loads(marker.read_text()) if marker.is_file() else None) != _sources(runs):
+        raise BadInputError(f"{directory} exists and was not made from these runs; not overwriting it (choose --out)")
+
+
+def _sources(runs: Sequence[SavedRun]) -> list[str]:
+    return sorted(str(r.path.resolve()) for r in runs)
+
+
+def write_files(directory: Path, runs: Sequence[SavedRun], files: dict[str, bytes]) -> Written:
+    """sources.json and ``files`` into ``directory``, each atomically (checked first with refuse_foreign)."""
+    refuse_foreign(directory, runs)
+    files = {"sources.json": json.dumps(_sources(runs), indent=1).encode(), **files}
+    for name, data in files.items():
+        atomic_write(directory / name, data)
+    return Written(directory, [directory / n for n in files])
+
+
 def write(df: pd.DataFrame, runs: Sequence[SavedRun], out_root: Path = DEFAULT_OUT) -> Written:
     """Write report.md, report.csv, report.html and the PNG charts into out_root/<run-id>/.
 
@@ -249,29 +269,18 @@ def write(df: pd.DataFrame, runs: Sequence[SavedRun], out_root: Path = DEFAULT_O
     anything else there is refused rather than overwritten.
     """
     directory = out_root / report_id(runs)
-    sources = sorted(str(r.path.resolve()) for r in runs)
-    marker = directory / "sources.json"
-    if directory.exists():
-        previous = json.loads(marker.read_text()) if marker.is_file() else None
-        if previous != sources:
-            raise BadInputError(
-                f"{directory} exists and was not made from these runs; not overwriting it (choose --out)"
-            )
-    directory.mkdir(parents=True, exist_ok=True)
+    refuse_foreign(directory, runs)
     pngs = charts(df)
     table = summary(df)
     lines = notes(df, runs)
     failed = failures(df)
     files = {
-        "sources.json": json.dumps(sources, indent=1).encode(),
         "report.csv": df.drop(columns=["round_step_ms"]).to_csv(index=False).encode(),
         "report.md": _markdown(runs, table, lines, failed, pngs).encode(),
         "report.html": _html(runs, table, lines, failed, pngs).encode(),
         **pngs,
     }
-    for name, data in files.items():
-        atomic_write(directory / name, data)
-    return Written(directory, [directory / n for n in files])
+    return write_files(directory, runs, files)
 
 
 def _run_lines(runs: Sequence[SavedRun]) -> list[str]:

@@ -69,7 +69,7 @@ class SavedRun:
         return all(isinstance(b.get("stats", {}).get("data"), list) for b in self.benchmarks)
 
 
-def _sort_key(path: Path) -> tuple[str, str, float]:
+def sort_key(path: Path) -> tuple[str, str, float]:
     """Newest = latest timestamp in the name (mtimes lie after a git checkout), then run number."""
     m = _RUN_NAME.match(path.name)
     stamp = f"{m['date']}{m['time']}" if m else ""
@@ -79,7 +79,7 @@ def _sort_key(path: Path) -> tuple[str, str, float]:
 
 def saved_runs(storage: Path) -> list[Path]:
     """Every run file under a pytest-benchmark storage directory, oldest first."""
-    return sorted((p for p in storage.glob("*/*.json") if p.is_file()), key=_sort_key)
+    return sorted((p for p in storage.glob("*/*.json") if p.is_file()), key=sort_key)
 
 
 def resolve(spec: str, storage: Path = DEFAULT_STORAGE, missing: type[MissingRunError] = MissingRunError) -> list[Path]:
@@ -91,7 +91,7 @@ def resolve(spec: str, storage: Path = DEFAULT_STORAGE, missing: type[MissingRun
         found = sorted(p for p in path.rglob("*.json") if p.is_file())
         if not found:
             raise missing(spec, "directory holds no .json run files")
-        return sorted(found, key=_sort_key)
+        return sorted(found, key=sort_key)
     if re.fullmatch(r"\d{1,4}", spec):
         number = spec.zfill(4)
         found = [p for p in saved_runs(storage) if p.name.startswith(f"{number}_")]
@@ -102,7 +102,7 @@ def resolve(spec: str, storage: Path = DEFAULT_STORAGE, missing: type[MissingRun
         valid = ", ".join(sorted({p.name[:4] for p in saved_runs(storage)})) or "none"
         raise missing(spec, f"no run {number} under {storage}; valid run numbers: {valid}")
     if glob.has_magic(spec):
-        found = sorted((Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()), key=_sort_key)
+        found = sorted((Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()), key=sort_key)
         if not found:
             raise missing(spec, "the pattern matches no files")
         return found
