@@ -39,7 +39,8 @@ def benchmark(
     ``workload``: a :class:`Workload` (registered for the call only), a registered name, or a
     ``"package.module:attribute"`` spec. ``save``: a pytest-benchmark storage directory
     (e.g. ``"results/benchmarks"``); the run is added there as a new numbered file, never
-    overwriting one, and its path is in ``df.attrs["path"]``. Columns are the report's
+    overwriting one, and its path is in ``df.attrs["path"]``. ``steps``/``rounds``: fixed windows and rounds;
+    unset, the preset's (``quick`` calibrates the steps per window, docs/measuring.md). Columns are the report's
     (``tf2bench.analysis.report.build``) plus ``params``, ``mfu``, ``final_fingerprint`` and ``error``.
     """
     options = {
@@ -98,10 +99,12 @@ def _benchmark(
     wl = WORKLOADS.get(name)
     train, test = opts.sizes(name)
     ds = data.load(wl, opts.dataset, train_size=train, test_size=test)
-    started, records, failed = time.perf_counter(), [], []
+    started, records, failed, calibrations = time.perf_counter(), [], [], {}
+    say = print if verbose else None
     for case in opts.cases():
         try:
-            run = BenchmarkRun(wl, case.api, case.variant, ds, opts.run_config(name, case.seed))
+            config, windows = opts.window_plan(name, case.api, case.seed, ds, calibrations, say)
+            run = BenchmarkRun(wl, case.api, case.variant, ds, config, windows)
             info = run_case(run, repeat=case.repeat, case_id=case.id, warn_stacklevel=4)  # warns at the caller
             seconds = [w.seconds for w in run.windows]
         except BadInputError:

@@ -20,6 +20,14 @@ class Preset:
     train_size: dict[str, int | None] = field(default_factory=dict)  # None: all available
     test_size: dict[str, int | None] = field(default_factory=dict)
     default_steps: int = 20
+    # Calibrated windows (pyperf's min_time): with min_window_s set, ``steps`` is the floor and each workload and
+    # API gets the steps that make its reference loop's window last min_window_s, at most max_steps (tf2bench.runner).
+    min_window_s: float | None = None
+    max_steps: int = 500  # the cap: window arrays of 500 CIFAR-sized batches of 32 are ~200 MB
+    # A loop whose rounds would take longer than this in all (eager, tutorial: slow steps, same steps per window)
+    # runs fewer, never fewer than min_rounds; the record says why. Calibrated windows only; --rounds turns it off.
+    round_budget_s: float | None = None
+    min_rounds: int = 3
 
     def steps_for(self, workload: str) -> int:
         return self.steps.get(workload, self.default_steps)
@@ -35,10 +43,17 @@ PRESETS: dict[str, Preset] = {
             # 10 min on 2 cores, and the cost is in steps (eager, tutorial) and compiles (XLA), not cases.
             # 5 windows, not 3: with 3 rounds a side a Mann-Whitney test cannot reach p < 0.01, so
             # `tf2bench compare` could never flag a regression between two quick runs. Same timed steps.
+            # The steps are the floor: windows are calibrated to last >= 0.2 s (a GPU step of these models takes ~1 ms;
+            # 15 of them would be timed in ~15 ms, mostly jitter), and a loop whose 5 windows would take more than 5 s
+            # (eager, tutorial) runs 3 of them.
             steps={"mnist": 6, "cifar100": 15},
             rounds=5,
             train_size={"mnist": 4000, "cifar100": 5000},
             test_size={"mnist": 1000, "cifar100": 1000},
+            min_window_s=0.2,
+            max_steps=500,
+            round_budget_s=5.0,
+            min_rounds=3,
         ),
         Preset(
             "smoke",
@@ -57,6 +72,10 @@ PRESETS: dict[str, Preset] = {
             warmup_steps=3,
             train_size={"mnist": 4000, "cifar100": 10000},
             test_size={"mnist": 1000, "cifar100": 2000},
+            min_window_s=1.0,
+            max_steps=1000,
+            round_budget_s=30.0,
+            min_rounds=5,  # a Mann-Whitney test between two runs can still reach p < 0.01 (5 vs 5 rounds)
         ),
         Preset(
             "tutorial",

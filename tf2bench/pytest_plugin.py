@@ -48,6 +48,7 @@ RESULTS_KEY = pytest.StashKey[list]()
 TRACE_DIR_KEY = pytest.StashKey[Path]()
 SIGTERM_KEY = pytest.StashKey[object]()
 OVERHEAD_KEY = pytest.StashKey[dict]()  # set by bench/test_overhead.py
+CALIBRATION_KEY = pytest.StashKey[dict]()  # (workload, api) -> its calibrated windows (SuiteOptions.window_plan)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -92,6 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.benchmark_save_data = True  # round times: compare's significance test needs them
     config.stash[START_KEY] = time.perf_counter()
     config.stash[RESULTS_KEY] = []
+    config.stash[CALIBRATION_KEY] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -201,6 +203,8 @@ def report_progress(pytestconfig: pytest.Config, suite: SuiteOptions):
         position = cases.index(case) + 1 if case in cases else len(pytestconfig.stash[RESULTS_KEY])
         where = progress(position, len(cases), time.perf_counter() - pytestconfig.stash[START_KEY])
         notes = "  NOISY" if info["cv"] > NOISY_CV else ""
+        if info.get("rounds_reason"):  # a slow loop under a calibrated preset's round budget
+            notes += f"  [{info['rounds']} of {info['rounds_planned']} rounds: slow windows]"
         if info.get("scaling_efficiency") is not None:  # distributed loops (tf2bench.distribute)
             notes += f"  [{info['replicas']} replicas, scaling efficiency {info['scaling_efficiency']:.2f}]"
         prof = info.get("profile")
@@ -291,7 +295,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.write_line(f"wall time: {time.perf_counter() - config.stash[START_KEY]:.0f} s")
 
 
-def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir):
+def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir, pytestconfig):
     """One benchmark: each round is one steady-state window of training steps, timed by the loop itself
     and ended by a device sync (tf2bench.timing). Warm-up (tracing, compilation) runs before the rounds
     and is reported apart as ``first_step_s``; evaluation runs after them. With ``--profile`` an untimed,
@@ -306,9 +310,10 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir)
     from tf2bench.workloads import get_workload
 
     workload = get_workload(case.workload)
-    config = suite.run_config(case.workload, case.seed)
+    calibrations = pytestconfig.stash[CALIBRATION_KEY]
+    config, windows = suite.window_plan(case.workload, case.api, case.seed, datasets(case.workload), calibrations, _say)
     try:
-        run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config)
+        run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config, windows)
     except UnsupportedError as exc:  # e.g. a precision this device cannot run: say why, run the rest
         pytest.skip(str(exc))
     benchmark.group = f"{case.workload}-{case.api}"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 # 2: two-tier verdict records (weights images, weight_tier, test_correct), per-precision MFU, scaling.
+# Still 2 with the window-sizing keys (window_steps_source, calibration, rounds_planned, rounds_reason,
+# settle_steps): added keys only, every existing key keeps its meaning; a record without them had fixed windows.
 SCHEMA_VERSION = 2
 
 FIELDS: dict[str, str] = {
@@ -27,7 +29,12 @@ FIELDS: dict[str, str] = {
     "samples_per_step": "samples",
     "steps": "steps",
     "rounds": "windows",
+    "rounds_planned": "windows",
+    "rounds_reason": "text",
+    "window_steps_source": "text",
+    "calibration": "object",
     "warmup_steps": "steps",
+    "settle_steps": "steps",
     "steps_total": "steps",
     "epochs": "epochs",
     "jit_compile": "bool",

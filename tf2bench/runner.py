@@ -12,12 +12,13 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tf2bench import envinfo, nest, peak, profiling, record
+from tf2bench import envinfo, nest, peak, profiling, record, timing
 from tf2bench.analysis import equivalence
 from tf2bench.errors import BadInputError, DivergedError, NoisyMeasurementWarning, reason
 from tf2bench.loops import BatchPlan, RunConfig, TrainContext, WindowResult, get_variant
@@ -26,6 +27,22 @@ from tf2bench.workloads import Workload, build
 from tf2bench.workloads.data import Dataset
 
 EVAL_BATCH = 500
+# Calibrated windows: untimed steps after the warm-up up to this step, where the weight tier's checkpoint falls
+# (analysis/equivalence.py: 8..32; long windows would end past it) and where each loop's window time is estimated.
+SETTLE_TO = 16
+# The loop whose step calibrates a case's windows: the fastest standard fp32 loop (no Python per step); the next
+# one if the model breaks it.
+CALIBRATION_LOOPS = ("graph_loop", "tf_function")
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How a benchmark's windows were sized (saved with it) and the budget that may cut its rounds."""
+
+    source: str = "option"  # calibrated | preset | option (steps given) | epochs
+    calibration: dict[str, Any] | None = None  # calibrate_case's record, the same for every loop of the case
+    round_budget_s: float | None = None  # rounds that would take longer in all run fewer (timing.planned_rounds)
+    min_rounds: int = 3
 
 
 def evaluate(model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -63,8 +80,17 @@ def check_fit(workload: Workload, api: str, model: Any, loss_fn: Any, x: Any, y:
 class BenchmarkRun:
     """Trains one (workload, api, variant) case; call warmup(), window() × rounds, [profile()], result()."""
 
-    def __init__(self, workload: Workload, api: str, variant: str, dataset: Dataset, config: RunConfig) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        api: str,
+        variant: str,
+        dataset: Dataset,
+        config: RunConfig,
+        windows: Windows | None = None,
+    ) -> None:
         self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
+        self.sizing = windows or Windows(source="epochs" if config.epochs else "option")
         self.case_id = f"{workload.name}-{api}-{variant}-s{config.seed}"
         variant_cls = get_variant(variant)  # unknown names fail before any work
         sample = nest.take(dataset.x_train, slice(0, 2))
@@ -83,7 +109,10 @@ class BenchmarkRun:
         optimizer.build(self.model.trainable_variables)
         self.plan = BatchPlan(len(dataset.y_train), variant_cls.global_batch_size(config), config.seed)
         self.steps_per_window = self.plan.steps_per_epoch if config.epochs else config.steps
-        self.rounds = config.epochs or config.rounds
+        self.rounds = self.rounds_planned = config.epochs or config.rounds
+        self.rounds_reason: str | None = None
+        calibrated = self.sizing.source == "calibrated" and not config.epochs
+        self.settle_steps = max(1, SETTLE_TO - config.warmup_steps) if calibrated else 0
         ctx = TrainContext(
             model=self.model,
             optimizer=optimizer,
@@ -92,7 +121,10 @@ class BenchmarkRun:
             y=dataset.y_train,
             plan=self.plan,
             config=config,
-            total_steps=config.warmup_steps + self.rounds * self.steps_per_window + config.profile_steps,
+            total_steps=config.warmup_steps
+            + self.settle_steps
+            + self.rounds * self.steps_per_window
+            + config.profile_steps,
             build_model=build_model,
         )
         self.variant = variant_cls(ctx)
@@ -121,8 +153,21 @@ class BenchmarkRun:
         return result
 
     def warmup(self) -> float:
-        """The first steps, tracing/compilation included; their time is ``first_step_s``."""
+        """The first steps, tracing/compilation included; their time is ``first_step_s``.
+
+        With calibrated windows, untimed steps follow up to SETTLE_TO (the weight tier's checkpoint); their pace
+        estimates this loop's window, and a loop whose rounds would overrun the budget runs fewer of them.
+        """
         self.first = self._run(self.config.warmup_steps)
+        if self.settle_steps:
+            estimate = self._run(self.settle_steps).seconds / self.settle_steps * self.steps_per_window
+            budget = self.sizing.round_budget_s
+            self.rounds = timing.planned_rounds(self.rounds_planned, estimate, budget, self.sizing.min_rounds)
+            if self.rounds < self.rounds_planned:
+                self.rounds_reason = (
+                    f"windows of ~{estimate:.2g} s: {self.rounds} rounds, not {self.rounds_planned}, to keep the "
+                    f"timed rounds near the {budget:g} s budget"
+                )
         return self.first.seconds
 
     def window(self) -> float:
@@ -175,7 +220,12 @@ class BenchmarkRun:
                 "samples_per_step": samples,
                 "steps": n,
                 "rounds": len(self.windows),
+                "rounds_planned": self.rounds_planned,
+                "rounds_reason": self.rounds_reason,
+                "window_steps_source": self.sizing.source,
+                "calibration": self.sizing.calibration,
                 "warmup_steps": self.config.warmup_steps,
+                "settle_steps": self.settle_steps,
                 "steps_total": self.position,
                 "epochs": round(self.position / self.plan.steps_per_epoch, 4),
                 "seed": self.config.seed,
@@ -217,6 +267,30 @@ class BenchmarkRun:
                 **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
             }
         )
+
+
+def calibrate_case(
+    workload: Workload, api: str, dataset: Dataset, config: RunConfig, min_window_s: float, max_steps: int
+) -> dict[str, Any]:
+    """The steps per window of every loop of a case: windows of its reference loop timed after warm-up
+    (timing.calibrate), ``config.steps`` the floor. A model every reference loop breaks gets ``{"error": ...}``:
+    its loops keep the floor."""
+    out: dict[str, Any] = {"min_window_s": min_window_s, "max_steps": max_steps, "floor_steps": config.steps}
+    errors = []
+    for name in CALIBRATION_LOOPS:
+        try:  # room for the probes: at most (repeats + 1) windows of max_steps (timing.calibrate)
+            size = replace(config, steps=max(max_steps, config.steps), rounds=6, profile_steps=0)
+            ref = BenchmarkRun(workload, api, name, dataset, size)
+            ref.warmup()
+            cal = timing.calibrate(lambda n, r=ref: r._run(n).seconds, min_window_s, config.steps, max_steps, repeats=3)
+        except BadInputError:
+            raise  # the declaration or data is wrong: the case's loops fail with it
+        except Exception as exc:  # a loop this model breaks: try the next, say why
+            errors.append(f"{name}: {type(exc).__name__}: {reason(exc)}")
+            continue
+        probes = [[n, s] for n, s in cal.probes]
+        return {**out, "reference_loop": name, "step_s": cal.step_s, "steps": cal.steps, "probes": probes}
+    return {**out, "error": "; ".join(errors)}
 
 
 Rounds = Callable[[Callable[[], float], int], None]

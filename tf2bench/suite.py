@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tf2bench.errors import BadInputError, check_positive_int
@@ -113,6 +113,33 @@ class SuiteOptions:
             scaling=self.scaling,
         )
 
+    def window_plan(
+        self, workload: str, api: str, seed: int, dataset: Any, cache: dict, say: Any = None
+    ) -> tuple[RunConfig, Any]:
+        """One benchmark's RunConfig and window sizing (tf2bench.runner.Windows).
+
+        A preset with ``min_window_s`` calibrates the steps once per workload and API, at its first benchmark, into
+        ``cache``: every loop, seed and repeat then times the same steps (the weight tier compares loops after the
+        same steps; repeats repeat the same measurement). ``--steps`` or ``--epochs`` fix the windows instead, and
+        ``--rounds`` turns off the round budget. ``say(line)``, if given, announces each calibration.
+        """
+        from tf2bench.runner import Windows, calibrate_case
+
+        config, p = self.run_config(workload, seed), self.preset
+        if config.epochs or self.steps or p.min_window_s is None:
+            return config, Windows(source="epochs" if config.epochs else "option" if self.steps else "preset")
+        if (workload, api) not in cache:
+            cal = calibrate_case(get_workload(workload), api, dataset, config, p.min_window_s, p.max_steps)
+            budget = None if self.rounds else p.round_budget_s
+            cache[workload, api] = {**cal, "round_budget_s": budget, "min_rounds": p.min_rounds}
+            if say is not None:
+                say(calibration_line(workload, api, cache[workload, api]))
+        cal = cache[workload, api]
+        if "error" in cal:  # no reference loop runs this model: the preset's steps, and why
+            return config, Windows(source="preset", calibration=cal)
+        windows = Windows("calibrated", cal, cal["round_budget_s"], cal["min_rounds"])
+        return replace(config, steps=cal["steps"]), windows
+
     def record(self, wall_s: float, harness_overhead: dict[str, Any] | None = None) -> dict[str, Any]:
         """The run-level ``tf2bench`` record saved beside the benchmarks (report and compare read it)."""
         return {
@@ -128,6 +155,17 @@ class SuiteOptions:
         train = self.train_size or self.preset.train_size.get(workload)
         test = self.test_size or self.preset.test_size.get(workload)
         return train, test
+
+
+def calibration_line(workload: str, api: str, cal: dict[str, Any]) -> str:
+    """What the progress output says about a case's calibration."""
+    if "error" in cal:
+        return f"tf2bench: {workload} {api}: windows not calibrated, {cal['floor_steps']} steps ({cal['error']})"
+    return (
+        f"tf2bench: {workload} {api}: windows of {cal['steps']} steps ({cal['reference_loop']} "
+        f"{1000 * cal['step_s']:.2f} ms/step; >= {cal['min_window_s']:g} s, floor {cal['floor_steps']}, "
+        f"cap {cal['max_steps']})"
+    )
 
 
 def _optional_int(name: str, value: Any) -> int | None:

@@ -128,3 +128,58 @@ def window_stats(
         cv=cv,
         windows=len(window_seconds),
     )
+
+
+# Window calibration (pyperf's): how many steps make a window long enough to time, and how many rounds a slow loop
+# can afford. Pure functions of measured times; tf2bench.runner.calibrate_case runs them on a real loop.
+
+
+def calibrated_steps(step_s: float, min_window_s: float, floor: int, cap: int) -> int:
+    """The fewest steps whose window lasts at least ``min_window_s`` at ``step_s`` a step, within [floor, cap].
+
+    The floor (the preset's fixed steps) wins over the cap: the cap bounds the cost of fast devices, never
+    shortens a window below what the preset times without calibration.
+    """
+    if not step_s > 0 or not min_window_s > 0:
+        raise ValueError(f"step time and minimum window must be positive, got {step_s!r} and {min_window_s!r}")
+    need = math.ceil(min_window_s / step_s * (1 - 1e-9))  # 0.2 / 0.001 is 200.00000000000003: 200 steps, not 201
+    return max(floor, min(cap, need))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    step_s: float  # the fastest per-step time of the calibration windows
+    steps: int  # calibrated_steps(step_s, ...)
+    probes: tuple[tuple[int, float], ...]  # every calibration window: (steps, seconds)
+
+
+def calibrate(
+    window: Callable[[int], float], min_window_s: float, floor: int, cap: int, repeats: int = 3
+) -> Calibration:
+    """Time windows of a warmed-up loop (``window(n)`` trains n steps, returns seconds) and size the window.
+
+    Grow the window from ``floor`` steps, at least doubling, until one lasts half of ``min_window_s`` (or the cap is
+    reached); time that length ``repeats`` times in all and take the fastest: noise only adds time, so the fastest
+    window is the loop's own speed. A window's fixed cost (the sync, one call: ~0.1 ms on a CPU) is spread over the
+    half-length window's steps, so the calibrated window may fall short of ``min_window_s`` by at most that cost.
+    Costs about 1.5 x ``min_window_s`` of training.
+    """
+    n, probes = floor, []
+    while True:
+        probes.append((n, window(n)))
+        seconds = probes[-1][1]
+        if seconds >= min_window_s / 2 or n >= cap:
+            break
+        guess = math.ceil(n * min_window_s / 2 / seconds) if seconds > 0 else cap
+        n = min(cap, max(2 * n, guess))
+    probes += [(n, window(n)) for _ in range(repeats - 1)]
+    step_s = min(s for k, s in probes if k == n) / n
+    return Calibration(step_s, calibrated_steps(step_s, min_window_s, floor, cap), tuple(probes))
+
+
+def planned_rounds(rounds: int, window_s: float, budget_s: float | None, min_rounds: int) -> int:
+    """Rounds a benchmark runs: all of them when they fit in ``budget_s``, else as many as fit, never fewer than
+    ``min_rounds`` (what a median and a CV need) nor more than ``rounds``."""
+    if budget_s is None or rounds * window_s <= budget_s:
+        return rounds
+    return max(min(min_rounds, rounds), min(rounds, int(budget_s // window_s)))
