@@ -118,6 +118,14 @@ def versions() -> dict[str, str]:
     }
 
 
+def host_memory_bytes() -> int | None:
+    """Physical memory of the host (None where the OS does not say): the report's header shows it."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """Added to pytest-benchmark's machine_info for every saved run."""
     import tensorflow as tf
@@ -128,6 +136,7 @@ def machine_info() -> dict[str, Any]:
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "cpu_name": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "memory_bytes": host_memory_bytes(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         **figure_settings(),

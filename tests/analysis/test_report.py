@@ -35,6 +35,7 @@ def test_report_of_a_real_run_writes_md_csv_html_with_charts_and_tutorial_as_exp
         "report.md",
         "report.csv",
         "report.html",
+        "speedup.png",
         "throughput.png",
         "accuracy.png",
         "step_time.png",
@@ -43,7 +44,7 @@ def test_report_of_a_real_run_writes_md_csv_html_with_charts_and_tutorial_as_exp
     assert "expected failure" in proc.stdout
     assert "expected: the tutorial's loop trains on 1/32 of the samples" in proc.stdout
     html = (out_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4  # one chart, history.png, only with several runs
     assert (out_dir / "throughput.png").read_bytes()[:4] == b"\x89PNG"
     md = (out_dir / "report.md").read_text()
     assert "| tutorial |" in md

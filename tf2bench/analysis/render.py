@@ -5,7 +5,6 @@ Everything here reads the table ``report.build`` made; nothing decides a verdict
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
@@ -17,6 +16,8 @@ from typing import Any
 import pandas as pd
 
 from tf2bench import storage
+from tf2bench.analysis import html
+from tf2bench.analysis.charts import charts, png  # noqa: F401  (png: history's charts use it too)
 from tf2bench.analysis.report import (
     DIFFERS,
     EQUIVALENT,
@@ -147,84 +148,6 @@ def notes(df: pd.DataFrame, runs: Sequence[SavedRun] = ()) -> list[str]:
     return out
 
 
-# ---- charts -------------------------------------------------------------------------------------------------------
-
-
-def charts(df: pd.DataFrame) -> dict[str, bytes]:
-    """PNG charts: throughput and accuracy per variant for each workload, and the step-time spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    def series_of(sub: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-        label_run = df["run"].nunique() > 1
-        keys = ["run", "api"] if label_run else ["api"]
-        return [
-            (" ".join(str(k)[:4] if i == 0 and label_run else str(k) for i, k in enumerate(key)), grp)
-            for key, grp in sub.groupby(keys, sort=False)
-        ]
-
-    def bar_chart(value: str, err: Any, ylabel: str, title: str, log: bool) -> bytes:
-        workloads = list(dict.fromkeys(df["workload"]))
-        fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4), squeeze=False)
-        for ax, workload in zip(axes[0], workloads, strict=True):
-            sub = df[df["workload"] == workload]
-            variants = list(dict.fromkeys(sub["variant"]))
-            groups = series_of(sub)
-            width = 0.8 / max(len(groups), 1)
-            for i, (label, grp) in enumerate(groups):
-                pos = [variants.index(v) + (i - (len(groups) - 1) / 2) * width for v in grp["variant"]]
-                ax.bar(pos, grp[value], width, yerr=err(grp), capsize=2, label=label)
-            ax.set_xticks(range(len(variants)), variants, rotation=20)
-            ax.set_title(f"{workload}: {title}")
-            ax.set_ylabel(ylabel)
-            if log:
-                ax.set_yscale("log")
-            ax.legend(fontsize="small")
-        fig.tight_layout()
-        return png(fig, plt)
-
-    def tput_err(grp: pd.DataFrame) -> list[list[float]]:
-        return [
-            list(grp["samples_per_sec"] - grp["samples_per_sec_min"]),
-            list(grp["samples_per_sec_max"] - grp["samples_per_sec"]),
-        ]
-
-    def acc_err(grp: pd.DataFrame) -> list[float]:
-        return list(grp["test_accuracy_std"].fillna(0.0))
-
-    out = {
-        "throughput.png": bar_chart("samples_per_sec", tput_err, "samples/s (median, min-max)", "throughput", True),
-        "accuracy.png": bar_chart("test_accuracy", acc_err, "test accuracy (± seed std)", "accuracy", False),
-    }
-    workloads = list(dict.fromkeys(df["workload"]))
-    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4), squeeze=False)
-    for ax, workload in zip(axes[0], workloads, strict=True):
-        sub = df[df["workload"] == workload]
-        labels = [
-            f"{r.api[:4]} {r.variant}" + (f" {r.run[:4]}" if df["run"].nunique() > 1 else "") for r in sub.itertuples()
-        ]
-        ax.boxplot(list(sub["round_step_ms"]))
-        ax.set_xticks(range(1, len(labels) + 1), labels)
-        ax.set_yscale("log")
-        ax.set_ylabel("step time per round, ms (log)")
-        ax.set_title(f"{workload}: step-time spread over rounds")
-        ax.tick_params(axis="x", labelrotation=60, labelsize="small")
-    fig.tight_layout()
-    out["step_time.png"] = png(fig, plt)
-    return out
-
-
-def png(fig: Any, plt: Any) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 # ---- files --------------------------------------------------------------------------------------------------------
 
 
@@ -270,14 +193,14 @@ def write(df: pd.DataFrame, runs: Sequence[SavedRun], out_root: Path = DEFAULT_O
     """
     directory = out_root / report_id(runs)
     refuse_foreign(directory, runs)
-    pngs = charts(df)
+    pngs = charts(df, runs)
     table = summary(df)
     lines = notes(df, runs)
     failed = failures(df)
     files = {
         "report.csv": df.drop(columns=["round_step_ms"]).to_csv(index=False).encode(),
         "report.md": _markdown(runs, table, lines, failed, pngs).encode(),
-        "report.html": _html(runs, table, lines, failed, pngs).encode(),
+        "report.html": html.page(df, runs, table, lines, failed, pngs).encode(),
         **pngs,
     }
     return write_files(directory, runs, files)
@@ -316,24 +239,3 @@ def _markdown(runs: Sequence[SavedRun], table: pd.DataFrame, lines: list[str], f
     parts += ["## Notes", "", *[f"- {n}" for n in lines], ""]
     parts += ["## Charts", "", *[f"![{n}]({n})" for n in pngs], ""]
     return "\n".join(parts)
-
-
-def _html(runs: Sequence[SavedRun], table: pd.DataFrame, lines: list[str], failed: list[str], pngs: dict) -> str:
-    import html
-
-    def items(xs: list[str]) -> str:
-        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in xs) + "</ul>"
-
-    imgs = "".join(
-        f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
-        for n, b in pngs.items()
-    )
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>tf2bench report</title>'
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}</style></head><body>"
-        f"<h1>tf2bench report</h1>{items(_run_lines(runs))}"
-        f"{table.to_html(index=False, escape=True)}"
-        f"<h2>Accuracy</h2>{items(failed or [NO_FAILURES])}"
-        f"<h2>Notes</h2>{items(lines)}<h2>Charts</h2>{imgs}</body></html>"
-    )
