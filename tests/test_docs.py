@@ -162,3 +162,19 @@ def test_every_result_key_is_documented():
     text = (ROOT / "docs" / "record.md").read_text()
     missing = [key for key in FIELDS if f"`{key}`" not in text]
     assert not missing, f"docs/record.md does not explain: {missing}"
+
+
+def test_ci_example_commands_parse():
+    """Every tf2bench command the CI example runs is one the CLI accepts (options and all)."""
+    import shlex
+
+    from tf2bench.cli import build_parser
+
+    text = (ROOT / "examples" / "ci" / "github-gpu-benchmark.yml").read_text()
+    commands = [line.split("run:")[-1].strip() for line in text.splitlines() if "tf2bench " in line]
+    commands = [c[c.index("tf2bench ") :].split(" ||")[0] for c in commands if not c.lstrip().startswith("#")]
+    assert len(commands) >= 3, commands
+    for command in commands:
+        argv = [a.replace("$", "") for a in shlex.split(command)[1:]]  # shell variables stand for paths
+        build_parser().parse_args(argv)  # argparse exits (SystemExit) on an unknown option
+    assert any("--history" in c for c in commands)

@@ -16,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tf2bench import storage
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Tf2benchError
@@ -127,6 +128,15 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         help="compare speed-ups vs fit of the same run instead of absolute samples/s (for baselines from another "
         "machine)",
     )
+    p.add_argument(
+        "--history",
+        action="append",
+        metavar="RUNS",
+        help="earlier runs the run-to-run noise is read from (files, directories, globs; repeatable); default: the "
+        "runs saved beside the baseline. Only runs up to the baseline, of the same hardware and settings, count",
+    )
+    p.add_argument("--no-history", action="store_true", help="test rounds only (two runs, no run-to-run noise)")
+    p.add_argument("--target", type=_percent, default=5.0, help="slowdown the power hint aims at, percent (default 5)")
     p.set_defaults(run=run_compare)
 
 
@@ -139,13 +149,26 @@ def _one(spec: str, storage: Path, role: str, missing: type) -> Path:
     return paths[0]
 
 
+def _history(specs: list[str], storage: Path, base: Any, cur: Any) -> list:
+    """The earlier runs for the run-to-run noise; a file that cannot be read is named and left out, never fatal."""
+    from tf2bench.analysis import compare, runs
+
+    loaded, errors = runs.load_many(specs, storage, require_round_data=True)
+    for e in errors:
+        print(f"note: history: {e} (left out)")
+    return compare.lookback(base, cur, loaded)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from tf2bench.analysis import compare, render, runs
 
     base = runs.load(_one(args.baseline, args.storage, "baseline", runs.MissingBaselineError), True)
     current = _one(args.current, args.storage, "current run", runs.MissingRunError) if args.current else None
     cur = runs.load(current or runs.newest(args.storage), True)
-    result = compare.compare(base, cur, args.threshold, args.normalize, by=args.by)
+    history = [] if args.no_history else _history(args.history or [str(base.path.parent)], args.storage, base, cur)
+    result = compare.compare(
+        base, cur, args.threshold, args.normalize, by=args.by, history=history, target_pct=args.target
+    )
     what = "speed-up vs fit of the same run" if args.normalize else "samples/s, median of pooled rounds"
     print(
         f"baseline {base.path}\ncurrent  {cur.path}\n({what}; time change + = slower; threshold {args.threshold:g}%,"

@@ -20,16 +20,19 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import comb
 
 import pandas as pd
 
 from tf2bench import envinfo
+from tf2bench.analysis import noise, runs
 from tf2bench.analysis.runs import SavedRun, round_throughputs
 from tf2bench.errors import BadInputError
 
 DEFAULT_THRESHOLD_PCT = 10.0
+DEFAULT_TARGET_PCT = 5.0  # the slowdown the repeat hint aims at
 ALPHA = 0.01
 
 REGRESSION = "REGRESSION"
@@ -37,6 +40,7 @@ SLOWER_NOISE = "slower, not significant"
 SLOWER_UNTESTABLE = "slower, too few rounds"
 FASTER = "faster"
 FASTER_NOISE = "faster, not significant"
+RUN_NOISE = {True: "slower, within run-to-run noise", False: "faster, within run-to-run noise"}
 OK = "ok"
 REFERENCE = "reference (fit)"
 
@@ -94,19 +98,35 @@ def round_costs(run: SavedRun, normalize: bool) -> tuple[dict[Key, list[float]],
     return dict(costs), list(dict.fromkeys(unnormalizable))
 
 
-def _pool_apis(base: dict[Key, list[float]], cur: dict[Key, list[float]]) -> tuple[dict, dict]:
-    """Rounds of the benchmarks both runs have, pooled per (workload, variant) over the model APIs."""
+def _groups(base: dict[Key, list[float]], cur: dict[Key, list[float]], by: str) -> dict[Key, list[Key]]:
+    """The gate's units among the benchmarks both runs have: a loop (its APIs pooled) or each benchmark alone."""
+    if by == "benchmark":
+        return {k: [k] for k in base if k in cur}
     apis: dict[tuple[str, str], list[str]] = defaultdict(list)
     for w, a, v in base:
         if (w, a, v) in cur:
             apis[(w, v)].append(a)
-    pooled_b: dict[Key, list[float]] = {}
-    pooled_c: dict[Key, list[float]] = {}
-    for (w, v), names in apis.items():
-        key = (w, names[0] if len(names) == 1 else POOLED, v)
-        pooled_b[key] = [x for a in names for x in base[(w, a, v)]]
-        pooled_c[key] = [x for a in names for x in cur[(w, a, v)]]
-    return pooled_b, pooled_c
+    return {(w, ns[0] if len(ns) == 1 else POOLED, v): [(w, a, v) for a in ns] for (w, v), ns in apis.items()}
+
+
+def _pool(costs: dict[Key, list[float]], groups: dict[Key, list[Key]]) -> dict[Key, list[float]]:
+    """Rounds per unit, for the units whose every benchmark the run has (like is compared with like)."""
+    return {u: [x for k in ks for x in costs[k]] for u, ks in groups.items() if all(k in costs for k in ks)}
+
+
+def lookback(baseline: SavedRun, current: SavedRun, candidates: Sequence[SavedRun]) -> list[SavedRun]:
+    """The runs the run-to-run noise is read from: up to the baseline, same hardware and settings, oldest first."""
+    same = [
+        r
+        for r in candidates
+        if r.path.resolve() != current.path.resolve()
+        and r.datetime <= baseline.datetime
+        and runs.machine_of(r) == runs.machine_of(current)
+        and not envinfo.differences(r.machine, current.machine)
+    ]
+    if not any(r.path.resolve() == baseline.path.resolve() for r in same):
+        same.append(baseline)
+    return sorted(same, key=lambda r: (r.datetime, runs.sort_key(r.path)))[-noise.LOOKBACK :]
 
 
 def compare(
@@ -116,60 +136,79 @@ def compare(
     normalize: bool = False,
     alpha: float = ALPHA,
     by: str = "loop",
+    history: Sequence[SavedRun] = (),
+    target_pct: float = DEFAULT_TARGET_PCT,
 ) -> Comparison:
-    """Verdicts per loop (pooled over model APIs) or per benchmark; BadInputError when nothing can be compared."""
+    """Verdicts per loop (pooled over model APIs) or per benchmark; BadInputError when nothing can be compared.
+
+    history: earlier runs of the same machine, baseline included (see lookback); with >= noise.MIN_RUNS of
+    them a regression must also stand out from the run-to-run scatter (tf2bench.analysis.noise).
+    """
     from scipy.stats import mannwhitneyu
 
-    if not (threshold_pct > 0 and math.isfinite(threshold_pct)):
-        raise BadInputError(f"--threshold must be a positive percentage, got {threshold_pct!r}")
+    for name, value in (("--threshold", threshold_pct), ("--target", target_pct)):
+        if not (value > 0 and math.isfinite(value)):
+            raise BadInputError(f"{name} must be a positive percentage, got {value!r}")
     if by not in BY:
         raise BadInputError(f"unknown --by {by!r}; valid: {', '.join(BY)}")
-    base, base_skip = round_costs(baseline, normalize)
-    cur, cur_skip = round_costs(current, normalize)
-    only_base = [k for k in base if k not in cur]
-    only_cur = [k for k in cur if k not in base]
-    listed = (benchmark_names(base), benchmark_names(cur))
-    if by == "loop":
-        base, cur = _pool_apis(base, cur)
-    common = [k for k in base if k in cur]
+    base_all, base_skip = round_costs(baseline, normalize)
+    cur_all, cur_skip = round_costs(current, normalize)
+    only_base = [k for k in base_all if k not in cur_all]
+    only_cur = [k for k in cur_all if k not in base_all]
+    groups = _groups(base_all, cur_all, by)
+    base, cur = _pool(base_all, groups), _pool(cur_all, groups)
+    common = list(groups)
     notes: list[str] = []
     if not common:
         what = (
             "benchmarks with a fit in the same run (--normalize needs fit in both runs)" if normalize else "benchmarks"
         )
+        listed = (benchmark_names(base_all), benchmark_names(cur_all))
         raise BadInputError(f"no common {what} between {baseline.path} ({listed[0]}) and {current.path} ({listed[1]})")
+    levels = [{k: noise.level(v) for k, v in _pool(round_costs(h, normalize)[0], groups).items()} for h in history]
+    noises = noise.estimate(levels)
+    gated = [k for k in common if not (normalize and k[2] == "fit")]
+    run_alpha = alpha / max(1, len(gated))  # Bonferroni: one comparison's family-wise false-alarm rate <= alpha
     rows, untestable = [], []
     limit = threshold_pct / 100.0
     for key in common:
         b, c = base[key], cur[key]
         unit = "x fit" if normalize else "samples/s"
-        b_val, c_val = 1.0 / statistics.median(b), 1.0 / statistics.median(c)
         slowdown = statistics.median(c) / statistics.median(b) - 1.0  # time per sample: + is slower
+        rn = noises.get(key)
+        within = noise.detectable_within(noise.within_sd(b, c), len(b), len(c), alpha)
         row = {
             "benchmark": "/".join(key),
             "rounds": f"{len(b)}/{len(c)}",
-            "baseline": b_val,
-            "current": c_val,
+            "baseline": 1.0 / statistics.median(b),
+            "current": 1.0 / statistics.median(c),
             "unit": unit,
             "change_pct": 100.0 * slowdown,
             "p_value": math.nan,
+            "run_sd_pct": rn.pct if rn else math.nan,
+            "run_p": math.nan,
+            "detects_pct": 100.0 * max(limit, within, noise.detectable_run(rn, run_alpha) if rn else 0.0),
+            "within_detects_pct": 100.0 * within,
             "verdict": OK,
         }
         if normalize and key[2] == "fit":
             row["verdict"] = REFERENCE
-        elif slowdown > limit:
-            reachable = min_p_value(len(b), len(c)) < alpha
-            row["p_value"] = float(mannwhitneyu(c, b, alternative="greater").pvalue)
+            row["detects_pct"] = math.nan
+        elif abs(slowdown) > limit:
+            slower = slowdown > 0
+            row["p_value"] = float(mannwhitneyu(c, b, alternative="greater" if slower else "less").pvalue)
+            if rn:
+                row["run_p"] = noise.run_p_value(math.log1p(slowdown) * (1 if slower else -1), rn)
+            stands_out = math.isnan(row["run_p"]) or row["run_p"] < run_alpha
             if row["p_value"] < alpha:
-                row["verdict"] = REGRESSION
-            elif reachable:
+                row["verdict"] = (REGRESSION if slower else FASTER) if stands_out else RUN_NOISE[slower]
+            elif not slower:
+                row["verdict"] = FASTER_NOISE
+            elif min_p_value(len(b), len(c)) < alpha:
                 row["verdict"] = SLOWER_NOISE
             else:
                 row["verdict"] = SLOWER_UNTESTABLE
                 untestable.append((key, len(b), len(c)))
-        elif slowdown < -limit:
-            row["p_value"] = float(mannwhitneyu(c, b, alternative="less").pvalue)
-            row["verdict"] = FASTER if row["p_value"] < alpha else FASTER_NOISE
         rows.append(row)
     table = pd.DataFrame(rows)
     if untestable:
@@ -203,6 +242,7 @@ def compare(
             "the two runs (or during fit's benchmark, with --normalize) shifts every round alike and the test cannot "
             "tell it from a code change. Gate on a quiet, dedicated runner and interleave with --repeat 3 or more."
         )
+    notes += noise.notes(table, noises, len(history), (alpha, run_alpha, len(gated)), target_pct, repeats)
     differ = envinfo.differences(baseline.machine, current.machine)
     if differ:  # the figures depend on these as much as on the code: say so before anyone reads a verdict
         notes.insert(
@@ -272,6 +312,9 @@ def formatted(cmp: Comparison) -> pd.DataFrame:
             "current": [f(v) for f, v in zip(fmt, t["current"], strict=True)],
             "time change": [f"{v:+.1f}%" for v in t["change_pct"]],
             "p-value": ["-" if math.isnan(p) else f"{p:.4f}" for p in t["p_value"]],
+            "run sd": ["-" if math.isnan(v) else f"{v:.1f}%" for v in t["run_sd_pct"]],
+            "p run": ["-" if math.isnan(p) else f"{p:.2g}" for p in t["run_p"]],
+            "detects": ["-" if math.isnan(v) else f">= {v:.0f}%" for v in t["detects_pct"]],
             "verdict": t["verdict"],
         }
     )

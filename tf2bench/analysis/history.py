@@ -101,18 +101,6 @@ def load(specs: Sequence[str], storage_dir: Path) -> tuple[list[SavedRun], list[
     return sorted(loaded, key=lambda r: (r.datetime, runs.sort_key(r.path))), errors
 
 
-def machine_of(run: SavedRun) -> str:
-    """The hardware a run measured: CPU model and count, and the accelerator (not the host name: CI hosts change)."""
-    own = run.machine
-    device = own.get("device") or run.benchmarks[0]["extra_info"].get("device") or {}
-    name = own.get("cpu_name") or (device.get("name") if device.get("kind") == "CPU" else None)
-    count = own.get("cpu_count") or device.get("cores")
-    label = f"{name or 'unknown CPU'}" + (f" x{count}" if count else "")
-    if device.get("kind") not in (None, "CPU"):
-        label += f", {device.get('count', 1)}x {device['kind']} {device.get('name', '?')}"
-    return label
-
-
 def labels(loaded: Sequence[SavedRun]) -> list[str]:
     """Each run's number, with its position among the runs read when numbers repeat (runs from several storages)."""
     numbers = [r.number for r in loaded]
@@ -130,7 +118,7 @@ def build(
     notes: list[str] = []
     for i, run in enumerate(loaded):
         label = names[i]
-        machine = MERGED if merge_machines else machine_of(run)
+        machine = MERGED if merge_machines else runs.machine_of(run)
         costs, unnormalizable = compare.round_costs(run, normalize)  # per round: seconds per sample, or x fit's time
         pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
         for (workload, _api, variant), cost in costs.items():

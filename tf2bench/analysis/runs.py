@@ -196,6 +196,18 @@ def load_many(
     return runs, errors
 
 
+def machine_of(run: SavedRun) -> str:
+    """The hardware a run measured: CPU model and count, and the accelerator (not the host name: CI hosts change)."""
+    own = run.machine
+    device = own.get("device") or run.benchmarks[0]["extra_info"].get("device") or {}
+    name = own.get("cpu_name") or (device.get("name") if device.get("kind") == "CPU" else None)
+    count = own.get("cpu_count") or device.get("cores")
+    label = f"{name or 'unknown CPU'}" + (f" x{count}" if count else "")
+    if device.get("kind") not in (None, "CPU"):
+        label += f", {device.get('count', 1)}x {device['kind']} {device.get('name', '?')}"
+    return label
+
+
 def round_seconds(bench: dict[str, Any]) -> list[float]:
     """Per-round window times: pytest-benchmark's round data, else the suite's own copy."""
     data = bench.get("stats", {}).get("data")

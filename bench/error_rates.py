@@ -1,0 +1,250 @@
+"""The CI gate's error rates, measured on real runs: false alarms between runs of the same code, and
+three real slowdowns (issue 14). Not a timed test: a script that runs the suite many times.
+
+    python bench/error_rates.py collect --out DIR          # ~20 min on 2 cores: 12 A/A runs + 3 x 2 slowdowns
+    python bench/error_rates.py analyse --out DIR          # the tables of docs/gate.md, from the saved runs
+
+``collect`` clones this repository's HEAD (committed code only) and saves, each in its own storage folder:
+  aa/  N runs of the same code, back to back (the false-alarm pairs and the history the gate reads);
+  a/   2 runs of a real model change: the second convolution of both CNNs widened so a training step costs
+       ~15% more FLOPs (cifar100 conv 32 -> 39 filters: +15.8%; mnist conv 64 -> 74: +15.4%), committed;
+  b/   2 runs of one loop made slower for real: tf_function copies every weight to the host and back after
+       each step (a host round-trip; measured ~1.3 ms on cifar100's 5.7 ms step, ~6.5 ms on mnist's 34 ms);
+  c/   2 runs of the same code on a slower machine: the whole run pinned to one core (taskset -c 0).
+Every run is `pytest bench --benchmark-autosave` with the quick preset on one model API (--api, default
+functional: the three APIs compute the same function, so one third of the default selection fits the time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIAL = "tf2bench/workloads/tutorial.py"
+COMPILED = "tf2bench/loops/compiled.py"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def _clone(dest: Path, source: Path = ROOT) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    return dest
+
+
+def _commit(repo: Path, message: str) -> None:
+    _git(repo, "-c", "user.name=tf2bench", "-c", "user.email=bench@tf2bench", "commit", "-qam", message)
+
+
+def plant_flops(repo: Path) -> None:
+    """(a) Widen the second convolution of every CNN (all three APIs), ~15% more FLOPs per step."""
+    path = repo / TUTORIAL
+    text = path.read_text()
+    head, cifar = text.split("def cifar100_sequential", 1)
+    mnist_n, cifar_n = head.count("Conv2D(64, 3"), cifar.count("Conv2D(32, 3")
+    if mnist_n != 3 or cifar_n != 3:
+        raise SystemExit(f"error_rates: {TUTORIAL} changed (found {mnist_n}/{cifar_n} convolutions to widen, want 3/3)")
+    head = head.replace("Conv2D(64, 3", "Conv2D(74, 3")
+    cifar = cifar.replace("Conv2D(32, 3", "Conv2D(39, 3")
+    path.write_text(head + "def cifar100_sequential" + cifar)
+    _commit(repo, "planted (a): second convolution wider, ~15% more FLOPs per training step")
+
+
+def plant_round_trip(repo: Path) -> None:
+    """(b) tf_function only: every weight to the host and back after each step, inside the timed window."""
+    path = repo / COMPILED
+    text = path.read_text()
+    anchor = "                loss = self.step(nest.take(x, slice(i, i + b)), y[i : i + b])\n"
+    if text.count(anchor) != 1:
+        raise SystemExit(f"error_rates: {COMPILED} changed (the tf_function step line is not found once)")
+    planted = anchor + (
+        "                for w in self.ctx.model.trainable_variables:  # planted (b): a host round-trip per step\n"
+        "                    w.assign(w.numpy())\n"
+    )
+    path.write_text(text.replace(anchor, planted))
+    _commit(repo, "planted (b): tf_function copies the weights to the host and back after every step")
+
+
+def run_suite(repo: Path, storage: Path, api: str, pin: bool) -> float:
+    """One quick suite run from the clone (its own code, its own commit), saved under storage."""
+    env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "--preset", "quick"]
+    cmd += ["--api", api, "--benchmark-autosave", f"--benchmark-storage={storage}"]
+    if pin:
+        cmd = ["taskset", "-c", "0", *cmd]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        raise SystemExit(f"error_rates: the suite failed in {repo} (exit {done.returncode})")
+    return took
+
+
+def collect(out: Path, aa: int, api: str, repo: Path = ROOT) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    base = _clone(out / "src" / "base", repo)
+    flops = _clone(out / "src" / "flops", repo)
+    plant_flops(flops)
+    trip = _clone(out / "src" / "round_trip", repo)
+    plant_round_trip(trip)
+    plan = [("aa", base, False)] * aa + [("a", flops, False)] * 2 + [("b", trip, False)] * 2 + [("c", base, True)] * 2
+    for i, (name, repo, pin) in enumerate(plan, 1):
+        took = run_suite(repo, out / "runs" / name, api, pin)
+        print(
+            f"[{i}/{len(plan)}] {name}: {took:.0f} s ({_git(repo, 'rev-parse', '--short', 'HEAD').strip()})", flush=True
+        )
+
+
+# ---- analyse: reads the saved runs only (no TensorFlow) -----------------------------------------------------------
+
+
+def _runs(folder: Path) -> list:
+    from tf2bench.analysis import runs
+
+    loaded, errors = runs.load_many([str(folder)], folder, require_round_data=True)
+    if errors:
+        raise SystemExit(f"error_rates: {errors[0]}")
+    return sorted(loaded, key=lambda r: r.datetime)
+
+
+def _flagged(cmp) -> str:
+    bad = cmp.regressions
+    pairs = zip(bad["benchmark"], bad["change_pct"], strict=True)
+    return ", ".join(f"{b.split('/')[0]}/{b.split('/')[-1]} {c:+.0f}%" for b, c in pairs)
+
+
+def _aa_table(aa: list) -> tuple[list[str], dict]:
+    from tf2bench.analysis import compare
+
+    lines = [
+        "| pair | history runs | absolute, rounds only | absolute, gate | normalised, rounds only | normalised, gate |",
+        "|---|---|---|---|---|---|",
+    ]
+    totals = {k: [0, 0] for k in ("abs0", "abs", "norm0", "norm")}
+    for i in range(1, len(aa)):
+        base, cur = aa[i - 1], aa[i]
+        hist = compare.lookback(base, cur, aa[:i])
+        cells = []
+        for key, normalize, h in (("abs0", False, []), ("abs", False, hist), ("norm0", True, []), ("norm", True, hist)):
+            cmp = compare.compare(base, cur, normalize=normalize, history=h)
+            n_bad, n_all = len(cmp.regressions), int((cmp.table["verdict"] != compare.REFERENCE).sum())
+            totals[key][0] += n_bad
+            totals[key][1] += n_all
+            cells.append(f"{n_bad}/{n_all}" + (f" ({_flagged(cmp)})" if n_bad else ""))
+        lines.append(f"| {base.number} -> {cur.number} | {len(hist)} | " + " | ".join(cells) + " |")
+    lines.append("| **all pairs** | | " + " | ".join(f"**{a}/{b}**" for a, b in totals.values()) + " |")
+    return lines, totals
+
+
+def _planted(name: str, aa: list, runs_x: list) -> list[str]:
+    from tf2bench.analysis import compare
+
+    lines = []
+    for cur in runs_x:
+        base = [r for r in aa if r.datetime < cur.datetime][-1]
+        hist = compare.lookback(base, cur, aa)
+        for normalize in (False, True):
+            cmp = compare.compare(base, cur, normalize=normalize, history=hist)
+            t = cmp.table
+            rows = t[t["verdict"] != compare.REFERENCE]
+            shown = ", ".join(
+                f"{b.split('/')[0]}/{b.split('/')[-1]} {c:+.0f}% (p {p:.2g}, run p {q:.2g})"
+                for b, c, p, q in zip(*(rows[k] for k in ("benchmark", "change_pct", "p_value", "run_p")), strict=True)
+                if b in set(cmp.regressions["benchmark"])
+            )
+            mode = "normalised" if normalize else "absolute"
+            lines.append(
+                f"| ({name}) run {cur.number} vs {base.number} | {mode} | {len(cmp.regressions)}/{len(rows)} | "
+                f"{shown or 'none'} |"
+            )
+    return lines
+
+
+def _history_steps(name: str, aa: list, runs_x: list) -> list[str]:
+    from tf2bench.analysis import history
+
+    lines = []
+    for normalize in (False, True):
+        series, _ = history.build([*aa, *runs_x], normalize, False)
+        history.analyse(series)
+        first = len(aa)  # index of the first planted run in the series
+        hits = [f"{s.workload}/{s.variant} {s.steps[-1].change_pct:+.0f}% (p {s.steps[-1].p_value:.2g})"
+                for s in series if s.steps and s.steps[-1].at == first and s.steps[-1].change_pct < 0]  # fmt: skip
+        wrong = [f"{s.workload}/{s.variant} at run {st.label}" for s in series for st in s.steps if st.at != first]
+        mode = "normalised" if normalize else "absolute"
+        lines.append(f"| ({name}) | {mode} | {len(hits)}: {', '.join(hits) or 'none'} | {', '.join(wrong) or 'none'} |")
+    return lines
+
+
+def _power(aa: list) -> list[str]:
+    from tf2bench.analysis import compare
+
+    base, cur = aa[-2], aa[-1]
+    hist = compare.lookback(base, cur, aa)
+    lines = ["| loop | rounds | absolute: run sd | within | detects | normalised: run sd | within | detects |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    tabs = [compare.compare(base, cur, normalize=n, history=hist).table.set_index("benchmark") for n in (False, True)]
+    for b in tabs[0].index:
+        cells = []
+        for t in tabs:
+            r = t.loc[b]
+            cells += [f"{r.run_sd_pct:.1f}%", f"{r.within_detects_pct:.0f}%", f">= {r.detects_pct:.0f}%"]
+        lines.append(f"| {b} | {tabs[0].loc[b, 'rounds']} | " + " | ".join(cells).replace("nan%", "-") + " |")
+    return lines
+
+
+def analyse(out: Path) -> str:
+    folder = out / "runs"
+    aa = _runs(folder / "aa")
+    planted = {k: _runs(folder / k) for k in ("a", "b", "c") if (folder / k).is_dir()}
+    aa_lines, _ = _aa_table(aa)
+    text = [f"## A/A: {len(aa) - 1} pairs of runs of the same code (loops flagged / loops compared)", "", *aa_lines]
+    text += [
+        "",
+        "## Real slowdowns: loops flagged by compare",
+        "",
+        "| run | mode | flagged | which |",
+        "|---|---|---|---|",
+    ]
+    for name, rx in planted.items():
+        text += _planted(name, aa, rx)
+    text += ["", "## tf2bench history on the A/A runs + the planted runs", ""]
+    text += ["| change | mode | step found at the first planted run | steps elsewhere |", "|---|---|---|---|"]
+    for name, rx in planted.items():
+        text += _history_steps(name, aa, rx)
+    text += ["", f"## Power: the last A/A pair ({aa[-2].number} -> {aa[-1].number})", "", *_power(aa)]
+    return "\n".join(text) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect", help="run the suite: A/A runs, then the planted slowdowns")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--aa", type=int, default=12, help="runs of the same code (pairs = runs - 1)")
+    c.add_argument("--api", default="functional")
+    c.add_argument("--repo", type=Path, default=ROOT, help="the repository whose HEAD is measured")
+    a = sub.add_parser("analyse", help="the tables, from the runs collect saved")
+    a.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "collect":
+        collect(args.out, args.aa, args.api, args.repo)
+    else:
+        text = analyse(args.out)
+        (args.out / "error_rates.md").write_text(text)
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""Run-to-run noise and power: what a gate on two runs can tell, given the runs before them.
+
+Rounds of one process are not independent samples of what changes from one process to the next
+(XLA's compiled code, thread placement, memory layout, the machine's state that minute): two runs of
+the same code differ by more than their rounds' spread suggests, so a test on rounds alone raises
+false alarms. The gate therefore also tests a change against the scatter of the *runs* before it on
+the same machine, as Conbench's lookback z-score does:
+
+- a loop's level in a run is the log of its median time per sample (rounds pooled over model APIs);
+- its run-to-run SD comes from the successive differences of the earlier runs' levels (the mean
+  square successive difference: a single earlier step in the history does not inflate it);
+- loops of one workload share a prior (the median of their variances, ``PRIOR_DF`` pseudo-runs):
+  a moderated t (Smyth 2004), so a loop with few runs borrows strength from its neighbours;
+- the change from baseline to current (two single runs: variance 2 sd^2) is tested one-sided with
+  Student's t, Bonferroni-corrected over the loops of the comparison: the family-wise false-alarm
+  rate of one comparison stays below alpha however many loops it gates.
+
+Power ("could detect >= X%"): the slowdown found with probability ``POWER`` at the gate's alpha,
+from the rounds' spread (within-run) and from the run-to-run SD, whichever is larger. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Key = tuple[str, str, str]  # workload, api, variant
+
+MIN_RUNS = 3  # earlier runs needed for a run-to-run estimate (two successive differences)
+PRIOR_DF = 4.0  # pseudo-runs of the workload's pooled variance a loop's own estimate is shrunk towards
+POWER = 0.8  # "could detect": the slowdown the gate flags four times in five
+LOOKBACK = 20  # earlier runs read, newest first (older ones describe a machine that may have changed)
+MAD_TO_SD = 1.4826  # MAD x this = standard deviation, for normal noise
+MW_EFFICIENCY = 3.0 / math.pi  # Mann-Whitney's asymptotic efficiency vs the t test for normal data (0.955)
+
+
+@dataclass(frozen=True)
+class RunNoise:
+    """A loop's run-to-run scatter: SD of a run's log median time per sample, with its degrees of freedom."""
+
+    sd: float
+    df: float
+    runs: int
+
+    @property
+    def pct(self) -> float:
+        return 100.0 * math.expm1(self.sd)
+
+
+def level(costs: Sequence[float]) -> float:
+    """A run's level for a loop: log of the median time per sample (or x fit's time) over its rounds."""
+    return math.log(statistics.median(costs))
+
+
+def estimate(levels: Sequence[Mapping[Key, float]]) -> dict[Key, RunNoise]:
+    """Run-to-run noise per loop from the earlier runs' levels (oldest first); loops with < MIN_RUNS runs left out."""
+    own: dict[Key, tuple[float, float, int]] = {}
+    for key in {k for lv in levels for k in lv}:
+        series = [lv[key] for lv in levels if key in lv]
+        if len(series) < MIN_RUNS:
+            continue
+        diffs = [b - a for a, b in zip(series, series[1:], strict=False)]
+        var = sum(d * d for d in diffs) / (2 * len(diffs))  # E[(y2 - y1)^2] = 2 var for independent runs
+        df = 2.0 * len(diffs) / 3.0  # the MSSD's efficiency vs the sample variance is ~2/3: count fewer runs
+        own[key] = (var, df, len(series))
+    prior: dict[str, list[float]] = defaultdict(list)
+    for (workload, _, _), (var, _, _) in own.items():
+        prior[workload].append(var)
+    out = {}
+    for key, (var, df, n) in own.items():
+        pooled = statistics.median(prior[key[0]])
+        moderated = (PRIOR_DF * pooled + df * var) / (PRIOR_DF + df)
+        out[key] = RunNoise(math.sqrt(moderated), df + PRIOR_DF, n)
+    return out
+
+
+def run_p_value(change_log: float, noise: RunNoise) -> float:
+    """One-sided p that two runs of the same code differ by change_log or more (current slower)."""
+    from scipy.stats import t
+
+    return float(t.sf(change_log / (noise.sd * math.sqrt(2.0)), noise.df))
+
+
+def within_sd(base: Sequence[float], cur: Sequence[float]) -> float:
+    """Robust SD of log round times about each side's own median (the rounds' spread, both sides pooled)."""
+    devs = []
+    for side in (base, cur):
+        logs = [math.log(x) for x in side]
+        mid = statistics.median(logs)
+        devs += [abs(v - mid) for v in logs]
+    return MAD_TO_SD * statistics.median(devs)
+
+
+def detectable_within(sd: float, n: int, m: int, alpha: float) -> float:
+    """The slowdown (fraction) a Mann-Whitney test on n vs m rounds finds with probability POWER."""
+    from scipy.stats import norm
+
+    z = norm.ppf(1 - alpha) + norm.ppf(POWER)
+    return math.expm1(z * sd * math.sqrt(1 / n + 1 / m) / math.sqrt(MW_EFFICIENCY))
+
+
+def detectable_run(noise: RunNoise, alpha: float) -> float:
+    """The slowdown (fraction) the run-to-run test finds with probability POWER at (corrected) alpha."""
+    from scipy.stats import t
+
+    q = t.ppf(1 - alpha, noise.df) + t.ppf(POWER, noise.df)
+    return math.expm1(q * noise.sd * math.sqrt(2.0))
+
+
+def repeats_for(target: float, detect_within: float, repeats: int) -> int | None:
+    """--repeat that brings the within-run detectable slowdown to target (rounds grow with repeats); None: never."""
+    if target <= 0 or detect_within <= 0:
+        return None
+    ratio = math.log1p(detect_within) / math.log1p(target)
+    return max(repeats, math.ceil(repeats * ratio * ratio))
+
+
+def notes(
+    table: Any, noises: dict, n_history: int, alphas: tuple[float, float, int], target: float, repeats: int
+) -> list[str]:
+    """What the run-to-run test rested on, and what a pass means: the smallest slowdown each loop could show."""
+    alpha, run_alpha, m = alphas
+    if not noises:
+        return [
+            f"no run-to-run noise estimate: {n_history} run(s) of this machine up to the baseline (needs "
+            f"{MIN_RUNS}; see --history). These verdicts test rounds only, and two runs of the same code differ "
+            "by more than their rounds suggest (docs/gate.md measures it): keep earlier runs beside the baseline"
+        ]
+    named = [r for r in table.itertuples() if r.benchmark in {"/".join(k) for k in noises}]
+    out = [
+        f"run-to-run noise from {max(n.runs for n in noises.values())} run(s) of this machine up to the baseline: a "
+        f"regression must also stand out from it (one-sided t on the run medians, p < {run_alpha:.2g} = {alpha:g} / "
+        f"{m} loops); {len(named)} of {len(table)} loop(s) have an estimate"
+    ]
+    gated = table[table["detects_pct"].notna()]
+    slow = gated[gated["detects_pct"] > target]
+    if len(slow):
+        by_rounds = slow[slow["within_detects_pct"] >= slow["detects_pct"] - 1e-9]
+        by_runs = slow.drop(by_rounds.index)
+        tips = []
+        if len(by_rounds):
+            need = max(repeats_for(target / 100, w / 100, repeats) or 0 for w in by_rounds["within_detects_pct"])
+            tips.append(f"{len(by_rounds)} limited by the rounds' spread: --repeat {need} on both runs")
+        if len(by_runs):
+            tips.append(
+                f"{len(by_runs)} limited by run-to-run noise ({', '.join(by_runs['benchmark'])}): more repeats do not "
+                "help, a quieter dedicated runner does"
+            )
+        out.append(f"{len(slow)} loop(s) could not detect a {target:g}% slowdown (column detects): " + "; ".join(tips))
+    return out
