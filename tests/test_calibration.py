@@ -209,6 +209,8 @@ def test_a_calibrated_preset_gives_every_loop_of_a_case_the_same_steps_and_recor
         # the budget is tiny: every loop is cut to min_rounds, and says why
         assert (info["rounds"], info["rounds_planned"], len(info["window_s"])) == (2, 3, 2)
         assert "2 rounds, not 3" in info["rounds_reason"]
+        # the test set is evaluated after min_rounds windows in every loop: the quality tier compares like with like
+        assert info["eval_steps"] == CALIBRATED.warmup_steps + settle + 2 * info["steps"]
 
 
 @pytest.mark.slow
@@ -219,3 +221,4 @@ def test_an_uncalibrated_preset_keeps_its_fixed_steps(test_presets, tmp_path):
         assert (info["window_steps_source"], info["calibration"], info["rounds_reason"]) == ("preset", None, None)
         assert info["settle_steps"] == 0
         assert info["steps_total"] == 1 + 3 * 4
+        assert info["eval_steps"] == info["steps_total"]  # evaluated at the end, after the same rounds in every loop

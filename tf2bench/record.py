@@ -35,6 +35,7 @@ FIELDS: dict[str, str] = {
     "calibration": "object",
     "warmup_steps": "steps",
     "settle_steps": "steps",
+    "eval_steps": "steps",
     "steps_total": "steps",
     "epochs": "epochs",
     "jit_compile": "bool",

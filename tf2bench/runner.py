@@ -113,6 +113,12 @@ class BenchmarkRun:
         self.rounds_reason: str | None = None
         calibrated = self.sizing.source == "calibrated" and not config.epochs
         self.settle_steps = max(1, SETTLE_TO - config.warmup_steps) if calibrated else 0
+        # The test set is evaluated after the same number of steps in every loop of a case, so the quality tier
+        # compares models trained alike: after the rounds the slowest loop may be cut to (min_rounds), not at the end.
+        cut = calibrated and self.sizing.round_budget_s is not None
+        self.eval_after = min(self.sizing.min_rounds, self.rounds) if cut else None
+        self.evaluation: tuple[float, float, np.ndarray] | None = None
+        self.eval_steps: int | None = None
         ctx = TrainContext(
             model=self.model,
             optimizer=optimizer,
@@ -174,7 +180,13 @@ class BenchmarkRun:
         """One timed steady-state window; returns its seconds."""
         result = self._run(self.steps_per_window)
         self.windows.append(result)
+        if len(self.windows) == self.eval_after:  # untimed: the window's clock has stopped
+            self._evaluate()
         return result.seconds
+
+    def _evaluate(self) -> None:
+        self.evaluation = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
+        self.eval_steps = self.position
 
     def profile(self, logdir: Path) -> dict[str, Any]:
         """Train ``config.profile_steps`` more steps under the profiler, untimed; returns the trace summary.
@@ -204,7 +216,9 @@ class BenchmarkRun:
         n = self.steps_per_window
         samples = self.variant.samples_per_step
         stats = window_stats([w.seconds for w in self.windows], [n] * len(self.windows), samples)
-        acc, loss, correct = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
+        if self.evaluation is None:
+            self._evaluate()
+        acc, loss, correct = self.evaluation
         flops = build.flops_per_sample(self.workload)
         # against the peak of the loop's own compute precision (bf16/fp16 for `mixed`), measured once per dtype
         mfu = peak.mfu_record(flops.train if flops else None, stats.samples_per_sec, peak.compute_dtype(self.model))
@@ -226,6 +240,7 @@ class BenchmarkRun:
                 "calibration": self.sizing.calibration,
                 "warmup_steps": self.config.warmup_steps,
                 "settle_steps": self.settle_steps,
+                "eval_steps": self.eval_steps,
                 "steps_total": self.position,
                 "epochs": round(self.position / self.plan.steps_per_epoch, 4),
                 "seed": self.config.seed,

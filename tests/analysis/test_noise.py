@@ -117,3 +117,13 @@ def test_cli_reads_the_history_beside_the_baseline_and_names_a_bad_file(tmp_path
     assert rc == 1
     assert main(["compare", str(history[-2].path), str(history[-1].path), "--target", "-1"]) == 2
     assert "--target" in capsys.readouterr().err
+
+
+def test_benjamini_hochberg_finds_a_shared_slowdown_bonferroni_would_miss():
+    # 20 loops all slowed (a model change): each p = 0.004 > 0.01 / 20, yet 0.004 <= 20 x 0.01 / 20: all found
+    assert noise.bh_cutoff([0.004] * 20, 0.01, 20) == 0.004
+    # one loop alone at 0.004 is not enough (0.004 > 1 x 0.01 / 20), at 0.0004 it is
+    assert noise.bh_cutoff([0.004] + [0.5] * 19, 0.01, 20) < 0
+    assert noise.bh_cutoff([0.0004] + [0.5] * 19, 0.01, 20) == 0.0004
+    # loops without a p-value still count in m
+    assert noise.bh_cutoff([0.0006], 0.01, 20) < 0

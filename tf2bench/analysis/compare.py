@@ -168,7 +168,12 @@ def compare(
     levels = [{k: noise.level(v) for k, v in _pool(round_costs(h, normalize)[0], groups).items()} for h in history]
     noises = noise.estimate(levels)
     gated = [k for k in common if not (normalize and k[2] == "fit")]
-    run_alpha = alpha / max(1, len(gated))  # Bonferroni: one comparison's family-wise false-alarm rate <= alpha
+    run_alpha = alpha / max(1, len(gated))  # Bonferroni: the level one loop changing alone must reach ("detects")
+    log_change = {k: math.log(statistics.median(cur[k]) / statistics.median(base[k])) for k in common}
+    run_ps = {  # one-sided run-to-run p of every gated loop, slower and faster, for Benjamini-Hochberg over loops
+        d: {k: noise.run_p_value(d * log_change[k], noises[k]) for k in gated if k in noises} for d in (1, -1)
+    }
+    cutoff = {d: noise.bh_cutoff(list(ps.values()), alpha, len(gated)) for d, ps in run_ps.items()}
     rows, untestable = [], []
     limit = threshold_pct / 100.0
     for key in common:
@@ -198,8 +203,8 @@ def compare(
             slower = slowdown > 0
             row["p_value"] = float(mannwhitneyu(c, b, alternative="greater" if slower else "less").pvalue)
             if rn:
-                row["run_p"] = noise.run_p_value(math.log1p(slowdown) * (1 if slower else -1), rn)
-            stands_out = math.isnan(row["run_p"]) or row["run_p"] < run_alpha
+                row["run_p"] = run_ps[1 if slower else -1][key]
+            stands_out = math.isnan(row["run_p"]) or row["run_p"] <= cutoff[1 if slower else -1]
             if row["p_value"] < alpha:
                 row["verdict"] = (REGRESSION if slower else FASTER) if stands_out else RUN_NOISE[slower]
             elif not slower:
@@ -276,9 +281,11 @@ def _config_notes(baseline: SavedRun, current: SavedRun, normalize: bool) -> lis
             info = bench["extra_info"]
             ds = info.get("dataset") or {}
             dev = info.get("device") or {}
+            calibrated = info.get("window_steps_source") == "calibrated"
             out[(info["workload"], info["api"], info["variant"])] = {
                 "batch size": info.get("batch_size"),
-                "steps per round": info.get("steps"),
+                # calibrated windows differ from run to run by design (each run sizes its own): not a set-up change
+                "steps per round": "calibrated" if calibrated else info.get("steps"),
                 "data": f"{ds.get('source')} {ds.get('train_size')}",
                 "device": f"{dev.get('kind')} {dev.get('name')}",
                 "jit_compile": info.get("jit_compile"),
