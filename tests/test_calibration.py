@@ -19,8 +19,9 @@ from tf2bench.timing import calibrate, calibrated_steps, planned_rounds
 @pytest.mark.parametrize(
     ("step_s", "min_window_s", "floor", "cap", "expected"),
     [
-        (0.001, 0.2, 6, 500, 200),  # exactly the target: 200 steps, not 201 (0.2 / 0.001 > 200 in floats)
-        (0.0015, 0.2, 6, 500, 134),  # rounded up: 133 steps would last 0.1995 s
+        (0.001, 0.2, 6, 500, 384),  # need 200: 6 x 2^6 (6 x 2^5 = 192 would last 0.192 s)
+        (0.001, 0.192, 6, 500, 192),  # exactly 192 steps' worth: 192, not 384 (0.192 / 0.001 > 192 in floats)
+        (0.0045, 0.2, 15, 500, 60),  # cifar100 here: need 45 -> 60, as for any step time in (3.3, 6.7] ms
         (0.05, 0.2, 6, 500, 6),  # slow steps: the preset's steps are the floor
         (1e-5, 0.2, 6, 500, 500),  # fast steps: capped
         (1e-5, 0.2, 600, 500, 600),  # a floor above the cap wins: calibration never shortens a window
@@ -30,7 +31,12 @@ def test_calibrated_steps_reach_the_minimum_window_within_floor_and_cap(step_s, 
     steps = calibrated_steps(step_s, min_window_s, floor, cap)
     assert steps == expected
     if floor < steps < cap:
-        assert steps * step_s >= min_window_s * (1 - 1e-12) > (steps - 1) * step_s
+        assert steps * step_s >= min_window_s * (1 - 1e-12) > (steps // 2) * step_s  # the shortest on the grid
+
+
+def test_runs_a_little_faster_or_slower_pick_the_same_window():
+    # step times from 3.4 to 6.6 ms (what one machine measured across quick runs): one window length
+    assert {calibrated_steps(s / 1000, 0.2, 15, 500) for s in (3.4, 4.0, 4.5, 5.0, 5.5, 6.0, 6.6)} == {60}
 
 
 def test_calibrated_steps_refuse_a_step_time_that_is_no_time():
@@ -59,7 +65,7 @@ def test_calibrate_grows_the_window_then_times_it_and_keeps_the_fastest():
     assert loop.calls[-3:] == [n, n, n]  # the grown length timed three times
     assert n * 0.001 >= 0.1  # half the target: extrapolated from a window of that length
     assert cal.step_s == pytest.approx(0.001)  # the stall is not the loop's speed
-    assert cal.steps == 200
+    assert cal.steps == 384  # need 200: the grid 6 x 2^k
     expected = [(k, pytest.approx(0.001 * k + loop.noise.get(i + 1, 0.0))) for i, k in enumerate(loop.calls)]
     assert list(cal.probes) == expected  # every window it timed, recorded
 

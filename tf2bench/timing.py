@@ -135,15 +135,23 @@ def window_stats(
 
 
 def calibrated_steps(step_s: float, min_window_s: float, floor: int, cap: int) -> int:
-    """The fewest steps whose window lasts at least ``min_window_s`` at ``step_s`` a step, within [floor, cap].
+    """The fewest steps of the form floor x 2^k whose window lasts at least ``min_window_s``, at most ``cap``.
 
+    Powers of two over the floor (pyperf calibrates its loops the same way): the step time measured at
+    calibration varies from run to run with the machine's state (here by up to 1.7x between quick runs), and a
+    loop's throughput depends a little on its window length (fit pays a fixed cost per call), so windows sized
+    to the exact need gave every run another length and added run-to-run scatter that looked like code changes.
+    On a grid of doubling lengths, runs of one machine pick the same window unless its speed sits at a boundary.
     The floor (the preset's fixed steps) wins over the cap: the cap bounds the cost of fast devices, never
     shortens a window below what the preset times without calibration.
     """
     if not step_s > 0 or not min_window_s > 0:
         raise ValueError(f"step time and minimum window must be positive, got {step_s!r} and {min_window_s!r}")
     need = math.ceil(min_window_s / step_s * (1 - 1e-9))  # 0.2 / 0.001 is 200.00000000000003: 200 steps, not 201
-    return max(floor, min(cap, need))
+    steps = floor
+    while steps < need and steps < cap:
+        steps *= 2
+    return max(floor, min(cap, steps))
 
 
 @dataclass(frozen=True)

@@ -281,11 +281,9 @@ def _config_notes(baseline: SavedRun, current: SavedRun, normalize: bool) -> lis
             info = bench["extra_info"]
             ds = info.get("dataset") or {}
             dev = info.get("device") or {}
-            calibrated = info.get("window_steps_source") == "calibrated"
             out[(info["workload"], info["api"], info["variant"])] = {
                 "batch size": info.get("batch_size"),
-                # calibrated windows differ from run to run by design (each run sizes its own): not a set-up change
-                "steps per round": "calibrated" if calibrated else info.get("steps"),
+                "steps per round": info.get("steps"),  # calibrated: the same on one machine unless its speed halved
                 "data": f"{ds.get('source')} {ds.get('train_size')}",
                 "device": f"{dev.get('kind')} {dev.get('name')}",
                 "jit_compile": info.get("jit_compile"),
