@@ -91,7 +91,7 @@ def test_the_same_code_has_no_step(tmp_path, capsys, seed):
 
 
 def test_a_slower_machine_is_flagged_absolute_but_not_normalised(tmp_path, capsys):
-    storage = make_runs(tmp_path, 12, 0, slow=lambda i: {"*": 1.25} if i >= 9 else {})
+    storage = make_runs(tmp_path, 12, 0, slow=lambda i: {"*": 1.4} if i >= 9 else {})
     series = analysed(storage)
     for loop in LOOPS:
         (s,) = [s for (v, _), s in series.items() if v == loop]
