@@ -44,7 +44,8 @@ def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
         assert bench["stats"]["data"] == pytest.approx(bench["extra_info"]["window_s"])
     assert doc["machine_info"]["tf2bench"]["tf_version"]
     machine = doc["machine_info"]["tf2bench"]  # what the figures depend on besides the code
-    assert {"isa", "cpu_vendor", "onednn_opts", "xla_flags", "tf32", "intra_op_threads"} <= set(machine)
+    assert {"isa", "cpu_vendor", "onednn_opts", "xla_flags", "tf32", "intra_op_threads", "memory_bytes"} <= set(machine)
+    assert machine["memory_bytes"] > 2**30  # the host's RAM, shown in the report's header
     assert machine["onednn_opts"] in ("on (default)", "on", "off")
     assert doc["machine_info"]["tf2bench"]["peak_matmul"]["gflops"] > 0  # the MFU denominator, measured
     peaks = doc["machine_info"]["tf2bench"]["peaks"]  # every precision measured, by dtype
