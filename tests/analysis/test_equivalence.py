@@ -5,6 +5,7 @@ Every check goes through the records a run saves and ``tf2bench.analysis.report.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,33 @@ def test_paired_adds_discordant_counts_over_seeds():
     assert (test.samples, test.loop_only, test.fit_only) == (6, 2, 1)
     assert test.diff_pp == pytest.approx(100 / 6)
     assert equivalence.paired([]) is None
+
+
+@pytest.mark.slow
+def test_one_seed_of_a_loop_off_fit_s_trajectory_is_held_to_the_sampling_floor():
+    """bf16 and random layers under XLA train another trajectory by design (no weight tolerance): with one seed
+    their accuracy may differ from fit's as another seed's would, significantly on the same test samples. The
+    quality margin is then at least 3 sd of two independent classifiers' accuracy difference; beyond it, DIFFERS."""
+    recs = records(MLP, ["fit", "tf_function"])
+    fit, loop = recs
+    n, acc = loop["test_samples"], fit["test_accuracy"]
+    floor_pp = 300.0 * (2 * acc * (1 - acc) / n) ** 0.5
+    correct = equivalence.unpack_correct(loop["test_correct"], n)
+
+    def off_trajectory(flips: int) -> dict:
+        bits = correct.copy()
+        bits[np.flatnonzero(bits)[:flips]] = False  # right -> wrong: p of McNemar ~ 2^-flips
+        return {**loop, "test_correct": equivalence.pack_correct(bits), "test_accuracy": float(bits.mean()),
+                "weight_tier": {"tolerance": None, "why": "bfloat16 compute"}}  # fmt: skip
+
+    small = math.ceil(0.5 * floor_pp / 100 * n)  # half the floor: significant, beyond the 1 pp margin
+    row = verdicts([fit, off_trajectory(small)]).loc["tf_function"]
+    assert row.mcnemar_p < 0.01
+    assert abs(row.acc_diff_pp) > report.DEFAULT_TOLERANCE_PP
+    assert row.tolerance_pp == pytest.approx(floor_pp)
+    assert row.verdict == report.EQUIVALENT, row.verdict_note
+    large = math.ceil(1.5 * floor_pp / 100 * n)
+    assert verdicts([fit, off_trajectory(large)]).loc["tf_function", "verdict"] == report.DIFFERS
+    # a loop on fit's trajectory (a weight tolerance declared) keeps the 1 pp margin: the same change DIFFERS
+    same_path = {**off_trajectory(small), "weight_tier": loop["weight_tier"]}
+    assert verdicts([fit, same_path]).loc["tf_function", "verdict"] == report.DIFFERS
