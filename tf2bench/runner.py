@@ -26,7 +26,6 @@ from tf2bench.timing import noisy_message, window_stats
 from tf2bench.workloads import Workload, build
 from tf2bench.workloads.data import Dataset
 
-EVAL_BATCH = 500
 # Calibrated windows: untimed steps after the warm-up up to this step, where the weight tier's checkpoint falls
 # (analysis/equivalence.py: 8..32; long windows would end past it) and where each loop's window time is estimated.
 SETTLE_TO = 16
@@ -43,26 +42,6 @@ class Windows:
     calibration: dict[str, Any] | None = None  # calibrate_case's record, the same for every loop of the case
     round_budget_s: float | None = None  # rounds that would take longer in all run fewer (timing.planned_rounds)
     min_rounds: int = 3
-
-
-def evaluate(model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """Test accuracy, mean loss and per-sample correctness, in inference mode, batch by batch.
-
-    Accuracy: argmax over the outputs; a single output is a binary classifier, thresholded at
-    0.5 (probabilities) or 0 (logits, when the loss says ``from_logits``). The per-sample
-    correctness is what the quality tier of the verdicts pairs between two loops.
-    """
-    loss_sum, correct = 0.0, []
-    from_logits = bool(getattr(loss_fn, "from_logits", False) or getattr(loss_fn, "_fn_kwargs", {}).get("from_logits"))
-    for i in range(0, len(y), EVAL_BATCH):
-        out = model(nest.take(x, slice(i, i + EVAL_BATCH)), training=False)
-        yb = y[i : i + EVAL_BATCH]
-        loss_sum += float(loss_fn(yb, out)) * len(yb)
-        out = np.asarray(out, dtype=np.float32).reshape(len(yb), -1)
-        guess = np.argmax(out, axis=-1) if out.shape[1] > 1 else (out[:, 0] > (0.0 if from_logits else 0.5))
-        correct.append(guess == yb)
-    hits = np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
-    return float(np.mean(hits)) if len(hits) else 0.0, loss_sum / len(y), hits
 
 
 def check_fit(workload: Workload, api: str, model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> None:
@@ -185,7 +164,7 @@ class BenchmarkRun:
         return result.seconds
 
     def _evaluate(self) -> None:
-        self.evaluation = evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
+        self.evaluation = build.evaluate(self.model, self.loss_fn, self.dataset.x_test, self.dataset.y_test)
         self.eval_steps = self.position
 
     def profile(self, logdir: Path) -> dict[str, Any]:

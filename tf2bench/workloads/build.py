@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from tf2bench import nest
 from tf2bench.errors import BadInputError, reason
 from tf2bench.workloads.workload import Workload
 
@@ -178,3 +179,26 @@ def _count_workload(workload: Workload) -> Flops | None:
         except (AttributeError, ValueError, BadInputError):  # subclassed: no layer.output; no Conv2D/Dense
             continue
     return None
+
+
+EVAL_BATCH = 500
+
+
+def evaluate(model: Any, loss_fn: Any, x: Any, y: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Test accuracy, mean loss and per-sample correctness, in inference mode, batch by batch.
+
+    Accuracy: argmax over the outputs; a single output is a binary classifier, thresholded at
+    0.5 (probabilities) or 0 (logits, when the loss says ``from_logits``). The per-sample
+    correctness is what the quality tier of the verdicts pairs between two loops.
+    """
+    loss_sum, correct = 0.0, []
+    from_logits = bool(getattr(loss_fn, "from_logits", False) or getattr(loss_fn, "_fn_kwargs", {}).get("from_logits"))
+    for i in range(0, len(y), EVAL_BATCH):
+        out = model(nest.take(x, slice(i, i + EVAL_BATCH)), training=False)
+        yb = y[i : i + EVAL_BATCH]
+        loss_sum += float(loss_fn(yb, out)) * len(yb)
+        out = np.asarray(out, dtype=np.float32).reshape(len(yb), -1)
+        guess = np.argmax(out, axis=-1) if out.shape[1] > 1 else (out[:, 0] > (0.0 if from_logits else 0.5))
+        correct.append(guess == yb)
+    hits = np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+    return float(np.mean(hits)) if len(hits) else 0.0, loss_sum / len(y), hits
