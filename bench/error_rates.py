@@ -123,10 +123,16 @@ def _runs(folder: Path) -> list:
     return sorted(loaded, key=lambda r: r.datetime)
 
 
+def _short(benchmark: str) -> str:
+    """workload/loop, without the api (one api per run here)."""
+    parts = benchmark.split("/")
+    return f"{parts[0]}/{parts[-1]}"
+
+
 def _flagged(cmp) -> str:
     bad = cmp.regressions
     pairs = zip(bad["benchmark"], bad["change_pct"], strict=True)
-    return ", ".join(f"{b.split('/')[0]}/{b.split('/')[-1]} {c:+.0f}%" for b, c in pairs)
+    return ", ".join(f"{_short(b)} {c:+.0f}%" for b, c in pairs)
 
 
 def _aa_table(aa: list) -> tuple[list[str], dict]:
@@ -164,7 +170,7 @@ def _planted(name: str, aa: list, runs_x: list) -> list[str]:
             t = cmp.table
             rows = t[t["verdict"] != compare.REFERENCE]
             shown = ", ".join(
-                f"{b.split('/')[0]}/{b.split('/')[-1]} {c:+.0f}% (p {p:.2g}, run p {q:.2g})"
+                f"{_short(b)} {c:+.0f}% (p {p:.2g}, run p {q:.2g})"
                 for b, c, p, q in zip(*(rows[k] for k in ("benchmark", "change_pct", "p_value", "run_p")), strict=True)
                 if b in set(cmp.regressions["benchmark"])
             )

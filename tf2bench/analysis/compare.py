@@ -169,7 +169,7 @@ def compare(
     noises = noise.estimate(levels)
     gated = [k for k in common if not (normalize and k[2] == "fit")]
     run_alpha = alpha / max(1, len(gated))  # Bonferroni: the level one loop changing alone must reach ("detects")
-    log_change = {k: math.log(statistics.median(cur[k]) / statistics.median(base[k])) for k in common}
+    log_change = {k: noise.level(cur[k]) - noise.level(base[k]) for k in common}  # + is slower
     run_ps = {  # one-sided run-to-run p of every gated loop, slower and faster, for Benjamini-Hochberg over loops
         d: {k: noise.run_p_value(d * log_change[k], noises[k]) for k in gated if k in noises} for d in (1, -1)
     }
@@ -179,7 +179,7 @@ def compare(
     for key in common:
         b, c = base[key], cur[key]
         unit = "x fit" if normalize else "samples/s"
-        slowdown = statistics.median(c) / statistics.median(b) - 1.0  # time per sample: + is slower
+        slowdown = math.expm1(log_change[key])  # time per sample: + is slower
         rn = noises.get(key)
         within = noise.detectable_within(noise.within_sd(b, c), len(b), len(c), alpha)
         row = {

@@ -165,7 +165,7 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
     bounds = rpt.Pelt(model="l2", min_size=MIN_RUNS, jump=1).fit(y.reshape(-1, 1)).predict(pen=penalty)[:-1]
     while True:  # drop the weakest step that does not count, merge its segments, test the rest again
         edges = [0, *bounds, n]
-        tested = [_test(pts, *edges[j : j + 3], threshold_pct, alpha, series.noise) for j in range(len(bounds))]
+        tested = [_test(pts, y, *edges[j : j + 3], threshold_pct, alpha, series.noise) for j in range(len(bounds))]
         weak = [s for s in tested if not s.counts]
         if not weak:
             series.steps = tested
@@ -175,7 +175,9 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
         bounds.remove(worst.at)
 
 
-def _test(pts: list[Point], start: int, at: int, end: int, threshold_pct: float, alpha: float, noise: float) -> Step:
+def _test(
+    pts: list[Point], y: np.ndarray, start: int, at: int, end: int, threshold_pct: float, alpha: float, noise: float
+) -> Step:
     """Runs before vs after, as runs: a two-sided t on the run levels with the series' run-to-run noise.
 
     Not a test on the rounds: rounds of one process share its state, so pooled over a few runs they look like
@@ -184,8 +186,7 @@ def _test(pts: list[Point], start: int, at: int, end: int, threshold_pct: float,
     """
     from scipy.stats import t
 
-    before = np.array([np.median(p.logs) for p in pts[start:at]])
-    after = np.array([np.median(p.logs) for p in pts[at:end]])
+    before, after = y[start:at], y[at:end]  # the run levels detect() segmented
     diff = float(after.mean() - before.mean())
     ratio = math.exp(diff)  # throughput after / before
     se = noise * math.sqrt(1 / len(before) + 1 / len(after))

@@ -142,7 +142,8 @@ def notes(
             f"{MIN_RUNS}; see --history). These verdicts test rounds only, and two runs of the same code differ "
             "by more than their rounds suggest (docs/gate.md measures it): keep earlier runs beside the baseline"
         ]
-    named = [r for r in table.itertuples() if r.benchmark in {"/".join(k) for k in noises}]
+    estimated = {"/".join(k) for k in noises}
+    named = [r for r in table.itertuples() if r.benchmark in estimated]
     out = [
         f"run-to-run noise from {max(n.runs for n in noises.values())} run(s) of this machine up to the baseline: a "
         f"regression must also stand out from it (one-sided t on the run medians, Benjamini-Hochberg at {alpha:g} over "
