@@ -94,14 +94,15 @@ def run_suite(repo: Path, storage: Path, api: str, pin: bool, deselect: tuple[st
     return took
 
 
-def collect(out: Path, aa: int, api: str, repo: Path = ROOT) -> None:
+def collect(out: Path, aa: int, api: str, repo: Path = ROOT, planted: int = 2) -> None:
     out.mkdir(parents=True, exist_ok=True)
     base = _clone(out / "src" / "base", repo)
     flops = _clone(out / "src" / "flops", repo)
     plant_flops(flops)
     trip = _clone(out / "src" / "round_trip", repo)
     plant_round_trip(trip)
-    plan = [("aa", base, False)] * aa + [("a", flops, False)] * 2 + [("b", trip, False)] * 2 + [("c", base, True)] * 2
+    plan = [("aa", base, False)] * aa + [("a", flops, False)] * planted + [("b", trip, False)] * planted
+    plan += [("c", base, True)] * planted
     for i, (name, repo, pin) in enumerate(plan, 1):
         # (b) is a slower tf_function window by design: the harness-overhead check, which times that loop's
         # window against a bare one, rightly fails on it; its benchmarks are what this run is for
@@ -245,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--aa", type=int, default=12, help="runs of the same code (pairs = runs - 1)")
     c.add_argument("--api", default="functional")
+    c.add_argument("--planted", type=int, default=2, help="runs of each planted slowdown (a), (b), (c)")
     c.add_argument("--repo", type=Path, default=ROOT, help="the repository whose HEAD is measured")
     a = sub.add_parser("analyse", help="the tables, from the runs collect saved")
     a.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if args.cmd == "collect":
-        collect(args.out, args.aa, args.api, args.repo)
+        collect(args.out, args.aa, args.api, args.repo, args.planted)
     else:
         text = analyse(args.out)
         (args.out / "error_rates.md").write_text(text)
