@@ -46,7 +46,9 @@ def test_interrupted_run_keeps_earlier_results_and_writes_no_partial_file(tmp_pa
     earlier.parent.mkdir(parents=True)
     earlier.write_text('{"benchmarks": [], "machine_info": {}, "commit_info": {}, "version": "5.3.1"}')
     before = earlier.read_bytes()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # unbuffered: through a pipe the child's output would come in blocks, and the line that says the first
+    # benchmark ended could arrive when the run is already over (then there is nothing left to interrupt)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", "--preset", "smoke",
            "--workload", "cifar100", "--variant", "fit,eager,tf_data", "--benchmark-autosave",
            f"--benchmark-storage=file://{storage}"]  # fmt: skip
