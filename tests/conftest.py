@@ -33,6 +33,27 @@ def edited(src: Path, dest: Path, edit) -> Path:
     return out
 
 
+def run_series(folder: Path, count: int, rounds, commit: str | None = None, start: int = 1) -> list:
+    """Runs numbered start.. copied from fixture 0001, one a day, oldest first: ``rounds(k, bench)`` gives the
+    k-th run's rounds of a benchmark. Each run has a commit of its own (main's history) unless one is given
+    (runs of the same code)."""
+    from tf2bench.analysis import runs
+
+    doc = json.loads(fixture("0001").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k, i in enumerate(range(start, start + count)):
+        d = json.loads(json.dumps(doc))
+        d["datetime"] = f"2026-12-{i:02d}T10:00:00+00:00"
+        d["commit_info"].update(id=commit or f"{i:04d}".ljust(40, "0"), dirty=False)
+        for b in d["benchmarks"]:
+            b["stats"]["data"] = rounds(k, b)
+        path = folder / f"{i:04d}_abc{i:04d}_202612{i:02d}_100000.json"
+        path.write_text(json.dumps(d))
+        out.append(runs.load(path, True))
+    return out
+
+
 @pytest.fixture
 def keras_home(tmp_path, monkeypatch):
     """An empty KERAS_HOME: tests never touch (or download into) the user's cache."""

@@ -136,6 +136,12 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "runs saved beside the baseline. Only runs up to the baseline, of the same hardware and settings, count",
     )
     p.add_argument("--no-history", action="store_true", help="test rounds only (two runs, no run-to-run noise)")
+    p.add_argument(
+        "--baseline-alone",
+        action="store_true",
+        help="compare with the baseline run alone; default: the mean of its commit's runs in the history (a steadier "
+        "baseline, as pyperf's several processes)",
+    )
     p.add_argument("--target", type=_percent, default=5.0, help="slowdown the power hint aims at, percent (default 5)")
     p.set_defaults(run=run_compare)
 
@@ -167,7 +173,14 @@ def run_compare(args: argparse.Namespace) -> int:
     cur = runs.load(current or runs.newest(args.storage), True)
     history = [] if args.no_history else _history(args.history or [str(base.path.parent)], args.storage, base, cur)
     result = compare.compare(
-        base, cur, args.threshold, args.normalize, by=args.by, history=history, target_pct=args.target
+        base,
+        cur,
+        args.threshold,
+        args.normalize,
+        by=args.by,
+        history=history,
+        target_pct=args.target,
+        pool_commit=not args.baseline_alone,
     )
     what = "speed-up vs fit of the same run" if args.normalize else "samples/s, median of pooled rounds"
     print(

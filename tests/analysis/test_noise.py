@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import fixture
+from conftest import run_series
 
 from tf2bench.analysis import compare, noise, runs
 from tf2bench.cli import main
@@ -20,20 +20,9 @@ from tf2bench.cli import main
 TF_DATA = "cifar100/functional/tf_data"
 
 
-def series(folder, factors, start=1):
+def series(folder, factors, start=1, commit=None):
     """Runs numbered start.. whose rounds are fixture 0001's x factor (one factor per run), oldest first."""
-    doc = json.loads(fixture("0001").read_text())
-    out = []
-    for i, f in enumerate(factors, start):
-        d = json.loads(json.dumps(doc))
-        d["datetime"] = f"2026-12-{i:02d}T10:00:00+00:00"
-        for b in d["benchmarks"]:
-            b["stats"]["data"] = [t * f for t in b["stats"]["data"]]
-        path = folder / f"{i:04d}_abc{i:04d}_202612{i:02d}_100000.json"
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(d))
-        out.append(runs.load(path, True))
-    return out
+    return run_series(folder, len(factors), lambda k, b: [t * factors[k] for t in b["stats"]["data"]], commit, start)
 
 
 def quiet(n, sd, seed=0):

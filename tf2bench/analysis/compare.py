@@ -1,8 +1,10 @@
 """Baseline vs current run: which benchmarks got slower, beyond a threshold and beyond noise.
 
-A regression needs both: a slowdown larger than the threshold (time per sample, median
-over rounds) *and* a one-sided Mann-Whitney U test on the per-round figures with
-p < 0.01 (current slower than baseline). Repeats and seeds of a benchmark are pooled,
+A regression needs all of: a slowdown larger than the threshold (time per sample, median
+over rounds), a one-sided Mann-Whitney U test on the per-round figures with p < 0.01
+(current slower than baseline) and, given a history of earlier runs, a change that stands
+out from their run-to-run scatter, the loop's own or its workload's median loop's
+(tf2bench.analysis.noise). Repeats and seeds of a benchmark are pooled,
 so ``--repeat`` buys rounds. With ``normalize`` each round is expressed relative to
 ``fit`` of the same workload, api, run, repeat and seed: a uniformly slower machine
 then changes nothing, which is what lets a baseline from another machine gate a run.
@@ -129,6 +131,21 @@ def lookback(baseline: SavedRun, current: SavedRun, candidates: Sequence[SavedRu
     return sorted(same, key=lambda r: (r.datetime, runs.sort_key(r.path)))[-noise.LOOKBACK :]
 
 
+def replicates(baseline: SavedRun, history: Sequence[SavedRun]) -> list[SavedRun]:
+    """The baseline and the runs of its code in the history (same commit, clean trees, same preset), oldest
+    first: like pyperf's several processes, several samples of one code; their mean is a steadier baseline."""
+    if not baseline.commit or baseline.dirty:
+        return [baseline]
+    preset = baseline.suite.get("preset")
+    same = [
+        r
+        for r in history
+        if (r.commit, r.dirty, r.suite.get("preset")) == (baseline.commit, False, preset)
+        and r.path.resolve() != baseline.path.resolve()
+    ]
+    return [*same, baseline]
+
+
 def compare(
     baseline: SavedRun,
     current: SavedRun,
@@ -138,11 +155,13 @@ def compare(
     by: str = "loop",
     history: Sequence[SavedRun] = (),
     target_pct: float = DEFAULT_TARGET_PCT,
+    pool_commit: bool = True,
 ) -> Comparison:
     """Verdicts per loop (pooled over model APIs) or per benchmark; BadInputError when nothing can be compared.
 
     history: earlier runs of the same machine, baseline included (see lookback); with >= noise.MIN_RUNS of
-    them a regression must also stand out from the run-to-run scatter (tf2bench.analysis.noise).
+    them a regression must also stand out from the run-to-run scatter (tf2bench.analysis.noise), and the
+    baseline is the mean of its commit's runs among them (see replicates; pool_commit=False: the baseline alone).
     """
     from scipy.stats import mannwhitneyu
 
@@ -156,7 +175,10 @@ def compare(
     only_base = [k for k in base_all if k not in cur_all]
     only_cur = [k for k in cur_all if k not in base_all]
     groups = _groups(base_all, cur_all, by)
-    base, cur = _pool(base_all, groups), _pool(cur_all, groups)
+    own, cur = _pool(base_all, groups), _pool(cur_all, groups)
+    reps = replicates(baseline, history) if pool_commit and len(history) >= noise.MIN_RUNS else [baseline]
+    rep_costs = [_pool(round_costs(r, normalize)[0], groups) for r in reps]
+    base = {k: [x for rc in rep_costs if k in rc for x in rc[k]] for k in own}  # the rounds of the baseline's runs
     common = list(groups)
     notes: list[str] = []
     if not common:
@@ -167,13 +189,21 @@ def compare(
         raise BadInputError(f"no common {what} between {baseline.path} ({listed[0]}) and {current.path} ({listed[1]})")
     levels = [{k: noise.level(v) for k, v in _pool(round_costs(h, normalize)[0], groups).items()} for h in history]
     noises = noise.estimate(levels)
+    rep_levels = [{k: noise.level(v) for k, v in rc.items()} for rc in rep_costs]
+    n_base = {k: sum(k in lv for lv in rep_levels) for k in common}
+    base_level = {k: statistics.fmean(lv[k] for lv in rep_levels if k in lv) for k in common}
     gated = [k for k in common if not (normalize and k[2] == "fit")]
     run_alpha = alpha / max(1, len(gated))  # Bonferroni: the level one loop changing alone must reach ("detects")
-    log_change = {k: noise.level(cur[k]) - noise.level(base[k]) for k in common}  # + is slower
+    log_change = {k: noise.level(cur[k]) - base_level[k] for k in common}  # + is slower
     run_ps = {  # one-sided run-to-run p of every gated loop, slower and faster, for Benjamini-Hochberg over loops
-        d: {k: noise.run_p_value(d * log_change[k], noises[k]) for k in gated if k in noises} for d in (1, -1)
+        d: {k: noise.run_p_value(d * log_change[k], noises[k], n_base[k]) for k in gated if k in noises}
+        for d in (1, -1)
     }
     cutoff = {d: noise.bh_cutoff(list(ps.values()), alpha, len(gated)) for d, ps in run_ps.items()}
+    # a workload whose loops slowed together (absolute only: normalised, that is fit's own change)
+    shifts = {} if normalize else noise.workload_shifts(levels, rep_levels, {k: noise.level(cur[k]) for k in gated})
+    shift_alpha = alpha / max(1, len(shifts))  # Bonferroni over the workloads
+    shifted = {w for w, sh in shifts.items() if sh.p <= shift_alpha}
     rows, untestable = [], []
     limit = threshold_pct / 100.0
     for key in common:
@@ -181,18 +211,19 @@ def compare(
         unit = "x fit" if normalize else "samples/s"
         slowdown = math.expm1(log_change[key])  # time per sample: + is slower
         rn = noises.get(key)
-        within = noise.detectable_within(noise.within_sd(b, c), len(b), len(c), alpha)
+        within = noise.detectable_within(noise.within_sd(own[key], c), len(own[key]), len(c), alpha)
         row = {
             "benchmark": "/".join(key),
             "rounds": f"{len(b)}/{len(c)}",
-            "baseline": 1.0 / statistics.median(b),
+            "baseline": math.exp(-base_level[key]),
             "current": 1.0 / statistics.median(c),
             "unit": unit,
             "change_pct": 100.0 * slowdown,
             "p_value": math.nan,
             "run_sd_pct": rn.pct if rn else math.nan,
             "run_p": math.nan,
-            "detects_pct": 100.0 * max(limit, within, noise.detectable_run(rn, run_alpha) if rn else 0.0),
+            "shift_p": shifts[key[0]].p if key[0] in shifts else math.nan,
+            "detects_pct": 100.0 * max(limit, within, noise.detectable_run(rn, run_alpha, n_base[key]) if rn else 0.0),
             "within_detects_pct": 100.0 * within,
             "verdict": OK,
         }
@@ -205,6 +236,7 @@ def compare(
             if rn:
                 row["run_p"] = run_ps[1 if slower else -1][key]
             stands_out = math.isnan(row["run_p"]) or row["run_p"] <= cutoff[1 if slower else -1]
+            stands_out = stands_out or (slower and key[0] in shifted)
             if row["p_value"] < alpha:
                 row["verdict"] = (REGRESSION if slower else FASTER) if stands_out else RUN_NOISE[slower]
             elif not slower:
@@ -232,7 +264,7 @@ def compare(
     for run, skipped in ((baseline, base_skip), (current, cur_skip)):
         if skipped:
             notes.append(f"{run.path}: no fit to normalise against for {benchmark_names(skipped)} (not compared)")
-    notes += _config_notes(baseline, current, normalize)
+    notes += runs.setting_notes(baseline, current, normalize)
     pooled = [k for k in common if k[1] == POOLED]
     if pooled:
         notes.append(
@@ -248,6 +280,7 @@ def compare(
             "tell it from a code change. Gate on a quiet, dedicated runner and interleave with --repeat 3 or more."
         )
     notes += noise.notes(table, noises, len(history), (alpha, run_alpha, len(gated)), target_pct, repeats)
+    notes += noise.shift_notes(shifts, shift_alpha, len(reps), threshold_pct)
     differ = envinfo.differences(baseline.machine, current.machine)
     if differ:  # the figures depend on these as much as on the code: say so before anyone reads a verdict
         notes.insert(
@@ -272,39 +305,6 @@ def benchmark_names(keys: object) -> str:
     return ", ".join("/".join(k) for k in keys) or "none"
 
 
-def _config_notes(baseline: SavedRun, current: SavedRun, normalize: bool) -> list[str]:
-    """Differences in set-up that make absolute figures incomparable: say so rather than guess."""
-
-    def settings(run: SavedRun) -> dict[Key, dict]:
-        out = {}
-        for bench in run.benchmarks:
-            info = bench["extra_info"]
-            ds = info.get("dataset") or {}
-            dev = info.get("device") or {}
-            out[(info["workload"], info["api"], info["variant"])] = {
-                "batch size": info.get("batch_size"),
-                "steps per round": info.get("steps"),  # calibrated: the same on one machine unless its speed halved
-                "data": f"{ds.get('source')} {ds.get('train_size')}",
-                "device": f"{dev.get('kind')} {dev.get('name')}",
-                "jit_compile": info.get("jit_compile"),
-            }
-        return out
-
-    b, c = settings(baseline), settings(current)
-    diffs: dict[str, set] = defaultdict(set)
-    for key in (k for k in b if k in c):
-        for name, value in b[key].items():
-            if c[key][name] != value:
-                diffs[name].add((str(value), str(c[key][name])))
-    notes = []
-    for name, pairs in diffs.items():
-        text = "; ".join(f"{x} -> {y}" for x, y in sorted(pairs))
-        advice = " (absolute figures do not travel between devices: use --normalize)" if name == "device" else ""
-        if not (name == "device" and normalize):
-            notes.append(f"{name} differs between baseline and current: {text}{advice}")
-    return notes
-
-
 def formatted(cmp: Comparison) -> pd.DataFrame:
     """The table as printed: baseline, current, change, p-value, verdict."""
     t = cmp.table
@@ -319,6 +319,7 @@ def formatted(cmp: Comparison) -> pd.DataFrame:
             "p-value": ["-" if math.isnan(p) else f"{p:.4f}" for p in t["p_value"]],
             "run sd": ["-" if math.isnan(v) else f"{v:.1f}%" for v in t["run_sd_pct"]],
             "p run": ["-" if math.isnan(p) else f"{p:.2g}" for p in t["run_p"]],
+            "p workload": ["-" if math.isnan(p) else f"{p:.2g}" for p in t["shift_p"]],
             "detects": ["-" if math.isnan(v) else f">= {v:.0f}%" for v in t["detects_pct"]],
             "verdict": t["verdict"],
         }

@@ -11,9 +11,13 @@ the same machine, as Conbench's lookback z-score does:
   square successive difference: a single earlier step in the history does not inflate it);
 - loops of one workload share a prior (the median of their variances, ``PRIOR_DF`` pseudo-runs):
   a moderated t (Smyth 2004), so a loop with few runs borrows strength from its neighbours;
-- the change from baseline to current (two single runs: variance 2 sd^2) is tested one-sided with
-  Student's t, Bonferroni-corrected over the loops of the comparison: the family-wise false-alarm
-  rate of one comparison stays below alpha however many loops it gates.
+- the baseline is the mean level of the runs of its commit in the history (one run or several: pyperf's
+  several processes), so the change has variance sd^2 (1 + 1/n), 2 sd^2 against a lone baseline run;
+  it is tested one-sided with Student's t, Benjamini-Hochberg over the loops of the comparison (a loop
+  slowed alone needs p < alpha / loops: the family-wise false-alarm rate stays below alpha);
+- a workload's loops slowed together (a model change, its data, the machine) are tested on the
+  workload's median loop (``workload_shifts``), whose run-to-run scatter is smaller than any one
+  loop's: Bonferroni over the workloads at alpha.
 
 Power ("could detect >= X%"): the slowdown found with probability ``POWER`` at the gate's alpha,
 from the rounds' spread (within-run) and from the run-to-run SD, whichever is larger. No TensorFlow.
@@ -78,11 +82,70 @@ def estimate(levels: Sequence[Mapping[Key, float]]) -> dict[Key, RunNoise]:
     return out
 
 
-def run_p_value(change_log: float, noise: RunNoise) -> float:
-    """One-sided p that two runs of the same code differ by change_log or more (current slower)."""
+def run_p_value(change_log: float, noise: RunNoise, n_base: int = 1) -> float:
+    """One-sided p that a run of the same code differs by change_log or more (current slower) from the mean of
+    n_base runs of the baseline's code: variance sd^2 (1 + 1/n_base), 2 sd^2 for a lone baseline run."""
     from scipy.stats import t
 
-    return float(t.sf(change_log / (noise.sd * math.sqrt(2.0)), noise.df))
+    return float(t.sf(change_log / (noise.sd * math.sqrt(1.0 + 1.0 / n_base)), noise.df))
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A workload's loops moving together (a model, data or machine change): its median loop's change."""
+
+    workload: str
+    change: float  # log of the median loop's time per sample, current vs the baseline's runs: + is slower
+    sd: float  # run-to-run SD of the statistic (log), for this comparison's number of baseline runs
+    df: float
+    loops: int
+    runs: int
+    p: float  # one-sided: current slower
+
+    @property
+    def pct(self) -> float:
+        return 100.0 * math.expm1(self.change)
+
+
+MIN_SHIFT_LOOPS = 3  # a median of fewer loops is one loop's noise
+
+
+def workload_shifts(
+    history: Sequence[Mapping[Key, float]], base: Sequence[Mapping[Key, float]], cur: Mapping[Key, float]
+) -> dict[str, Shift]:
+    """Per workload, the median over its loops of each loop's level (centred on its history mean): that run's
+    workload factor. Its run-to-run SD comes from successive differences over the history, as for a loop; the
+    change is the current run's factor minus the mean factor of the baseline's runs (``base``: the baseline and
+    earlier runs of its commit). The median of ten loops scatters less than any one loop, and a model change
+    moves most of them: this is what finds a 15% model change that no single loop's noise lets through."""
+    from scipy.stats import t
+
+    out = {}
+    for workload in sorted({k[0] for k in cur}):
+        keys = [k for k in cur if k[0] == workload and all(k in lv for lv in (*history, *base))]
+        if len(keys) < MIN_SHIFT_LOOPS or len(history) < MIN_RUNS or not base:
+            continue
+        centre = {k: statistics.fmean(lv[k] for lv in history) for k in keys}
+
+        def factor(lv: Mapping[Key, float], keys: list[Key] = keys, centre: dict = centre) -> float:
+            return statistics.median(lv[k] - centre[k] for k in keys)
+
+        series = [factor(lv) for lv in history]
+        diffs = [b - a for a, b in zip(series, series[1:], strict=False)]
+        var = sum(d * d for d in diffs) / (2 * len(diffs))
+        sd = math.sqrt(var * (1.0 + 1.0 / len(base)))
+        change = factor(cur) - statistics.fmean(factor(lv) for lv in base)
+        df = 2.0 * len(diffs) / 3.0
+        p = float(t.sf(change / sd, df)) if sd > 0 else (0.0 if change > 0 else 1.0)
+        out[workload] = Shift(workload, change, sd, df, len(keys), len(history), p)
+    return out
+
+
+def detectable_shift(shift: Shift, alpha: float) -> float:
+    """The slowdown of a workload's median loop found with probability POWER at alpha."""
+    from scipy.stats import t
+
+    return math.expm1((t.ppf(1 - alpha, shift.df) + t.ppf(POWER, shift.df)) * shift.sd)
 
 
 def bh_cutoff(p_values: Sequence[float], alpha: float, m: int) -> float:
@@ -115,12 +178,12 @@ def detectable_within(sd: float, n: int, m: int, alpha: float) -> float:
     return math.expm1(z * sd * math.sqrt(1 / n + 1 / m) / math.sqrt(MW_EFFICIENCY))
 
 
-def detectable_run(noise: RunNoise, alpha: float) -> float:
+def detectable_run(noise: RunNoise, alpha: float, n_base: int = 1) -> float:
     """The slowdown (fraction) the run-to-run test finds with probability POWER at (corrected) alpha."""
     from scipy.stats import t
 
     q = t.ppf(1 - alpha, noise.df) + t.ppf(POWER, noise.df)
-    return math.expm1(q * noise.sd * math.sqrt(2.0))
+    return math.expm1(q * noise.sd * math.sqrt(1.0 + 1.0 / n_base))
 
 
 def repeats_for(target: float, detect_within: float, repeats: int) -> int | None:
@@ -165,4 +228,32 @@ def notes(
                 "help, a quieter dedicated runner does"
             )
         out.append(f"{len(slow)} loop(s) could not detect a {target:g}% slowdown (column detects): " + "; ".join(tips))
+    return out
+
+
+def shift_notes(shifts: Mapping[str, Shift], alpha: float, n_base: int, threshold_pct: float) -> list[str]:
+    """What the baseline rested on and, per workload, whether its loops slowed together (and what that test sees)."""
+    out = []
+    if n_base > 1:
+        out.append(
+            f"baseline: the mean of {n_base} runs of its commit (the baseline and {n_base - 1} earlier run(s) of the "
+            f"same code in the history): the run-to-run tests see {math.sqrt(2.0 / (1.0 + 1.0 / n_base)):.2f}x "
+            "smaller changes than against the baseline run alone"
+        )
+    for sh in shifts.values():
+        what = (
+            f"the median of its {sh.loops} loops {sh.pct:+.1f}% vs the baseline's run(s), p {sh.p:.2g} against that "
+            f"median's run-to-run scatter ({100 * math.expm1(sh.sd):.1f}%, {sh.runs} earlier runs)"
+        )
+        if sh.p <= alpha:
+            out.append(
+                f"{sh.workload}: its loops slowed together: {what} < {alpha:.2g} (Bonferroni over the workloads). A "
+                f"change they share: the model, its data, or the machine. Each of its loops slower by more than "
+                f"{threshold_pct:g}% with its rounds' test is flagged on it, even where the loop's own noise hides it"
+            )
+        else:
+            out.append(
+                f"{sh.workload}: {what}; a change slowing its loops together is detected from "
+                f">= {100 * detectable_shift(sh, alpha):.0f}% (median loop, p < {alpha:.2g})"
+            )
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,3 +222,36 @@ def round_throughputs(bench: dict[str, Any]) -> list[float]:
     info = bench["extra_info"]
     samples = float(info["steps"]) * float(info["samples_per_step"])
     return [samples / s for s in round_seconds(bench) if s > 0]
+
+
+def setting_notes(baseline: SavedRun, current: SavedRun, normalize: bool) -> list[str]:
+    """Differences in set-up that make absolute figures incomparable: say so rather than guess."""
+
+    def settings(run: SavedRun) -> dict[tuple[str, str, str], dict]:
+        out = {}
+        for bench in run.benchmarks:
+            info = bench["extra_info"]
+            ds = info.get("dataset") or {}
+            dev = info.get("device") or {}
+            out[(info["workload"], info["api"], info["variant"])] = {
+                "batch size": info.get("batch_size"),
+                "steps per round": info.get("steps"),  # calibrated: the same on one machine unless its speed halved
+                "data": f"{ds.get('source')} {ds.get('train_size')}",
+                "device": f"{dev.get('kind')} {dev.get('name')}",
+                "jit_compile": info.get("jit_compile"),
+            }
+        return out
+
+    b, c = settings(baseline), settings(current)
+    diffs: dict[str, set] = defaultdict(set)
+    for key in (k for k in b if k in c):
+        for name, value in b[key].items():
+            if c[key][name] != value:
+                diffs[name].add((str(value), str(c[key][name])))
+    notes = []
+    for name, pairs in diffs.items():
+        text = "; ".join(f"{x} -> {y}" for x, y in sorted(pairs))
+        advice = " (absolute figures do not travel between devices: use --normalize)" if name == "device" else ""
+        if not (name == "device" and normalize):
+            notes.append(f"{name} differs between baseline and current: {text}{advice}")
+    return notes
