@@ -49,7 +49,11 @@ def test_interrupted_run_keeps_earlier_results_and_writes_no_partial_file(tmp_pa
     # unbuffered: through a pipe the child's output would come in blocks, and the line that says the first
     # benchmark ended could arrive when the run is already over (then there is nothing left to interrupt)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", "--preset", "smoke",
+    # Ctrl-C handling restored first: a shell without job control starts background jobs with SIGINT ignored
+    # and the child inherits it (this test failed so under `nohup ... &`, as a user's Ctrl-C never would)
+    restore = "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    restore += "sys.exit(pytest.main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", restore, "bench", "-p", "no:cacheprovider", "--preset", "smoke",
            "--workload", "cifar100", "--variant", "fit,eager,tf_data", "--benchmark-autosave",
            f"--benchmark-storage=file://{storage}"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
