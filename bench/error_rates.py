@@ -220,7 +220,8 @@ def _power(aa: list) -> list[str]:
     hist = compare.lookback(base, cur, aa)
     lines = ["| loop | rounds | absolute: run sd | within | detects | normalised: run sd | within | detects |"]
     lines.append("|---|---|---|---|---|---|---|---|")
-    tabs = [compare.compare(base, cur, normalize=n, history=hist).table.set_index("benchmark") for n in (False, True)]
+    cmps = [compare.compare(base, cur, normalize=n, history=hist) for n in (False, True)]
+    tabs = [c.table.set_index("benchmark") for c in cmps]
     for b in tabs[0].index:
         cells = []
         for t in tabs:
@@ -229,7 +230,7 @@ def _power(aa: list) -> list[str]:
         lines.append(f"| {b} | {tabs[0].loc[b, 'rounds']} | " + " | ".join(cells).replace("nan%", "-") + " |")
     lines.append("")
     for pool in (True, False):  # the workload test's power, as compare's notes state it
-        cmp = compare.compare(base, cur, history=hist, pool_commit=pool)
+        cmp = cmps[0] if pool else compare.compare(base, cur, history=hist, pool_commit=False)
         said = [n for n in cmp.notes if "loops together" in n or n.startswith("baseline: the mean")]
         lines += [f"- {'baseline commit pooled' if pool else 'baseline run alone'}: {n}" for n in said]
     return lines

@@ -176,8 +176,16 @@ def compare(
     only_cur = [k for k in cur_all if k not in base_all]
     groups = _groups(base_all, cur_all, by)
     own, cur = _pool(base_all, groups), _pool(cur_all, groups)
+    pooled = {baseline.path.resolve(): own}  # each run's rounds per unit, read once (history holds the baseline)
+
+    def pooled_of(run: SavedRun) -> dict[Key, list[float]]:
+        path = run.path.resolve()
+        if path not in pooled:
+            pooled[path] = _pool(round_costs(run, normalize)[0], groups)
+        return pooled[path]
+
     reps = replicates(baseline, history) if pool_commit and len(history) >= noise.MIN_RUNS else [baseline]
-    rep_costs = [_pool(round_costs(r, normalize)[0], groups) for r in reps]
+    rep_costs = [pooled_of(r) for r in reps]
     base = {k: [x for rc in rep_costs if k in rc for x in rc[k]] for k in own}  # the rounds of the baseline's runs
     common = list(groups)
     notes: list[str] = []
@@ -187,7 +195,7 @@ def compare(
         )
         listed = (benchmark_names(base_all), benchmark_names(cur_all))
         raise BadInputError(f"no common {what} between {baseline.path} ({listed[0]}) and {current.path} ({listed[1]})")
-    levels = [{k: noise.level(v) for k, v in _pool(round_costs(h, normalize)[0], groups).items()} for h in history]
+    levels = [{k: noise.level(v) for k, v in pooled_of(h).items()} for h in history]
     noises = noise.estimate(levels)
     rep_levels = [{k: noise.level(v) for k, v in rc.items()} for rc in rep_costs]
     n_base = {k: sum(k in lv for lv in rep_levels) for k in common}

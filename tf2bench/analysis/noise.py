@@ -60,6 +60,13 @@ def level(costs: Sequence[float]) -> float:
     return math.log(statistics.median(costs))
 
 
+def mssd(series: Sequence[float]) -> tuple[float, float]:
+    """Run-to-run variance from successive differences (the mean square successive difference), and its df."""
+    diffs = [b - a for a, b in zip(series, series[1:], strict=False)]
+    var = sum(d * d for d in diffs) / (2 * len(diffs))  # E[(y2 - y1)^2] = 2 var for independent runs
+    return var, 2.0 * len(diffs) / 3.0  # the MSSD's efficiency vs the sample variance is ~2/3: count fewer runs
+
+
 def estimate(levels: Sequence[Mapping[Key, float]]) -> dict[Key, RunNoise]:
     """Run-to-run noise per loop from the earlier runs' levels (oldest first); loops with < MIN_RUNS runs left out."""
     own: dict[Key, tuple[float, float, int]] = {}
@@ -67,9 +74,7 @@ def estimate(levels: Sequence[Mapping[Key, float]]) -> dict[Key, RunNoise]:
         series = [lv[key] for lv in levels if key in lv]
         if len(series) < MIN_RUNS:
             continue
-        diffs = [b - a for a, b in zip(series, series[1:], strict=False)]
-        var = sum(d * d for d in diffs) / (2 * len(diffs))  # E[(y2 - y1)^2] = 2 var for independent runs
-        df = 2.0 * len(diffs) / 3.0  # the MSSD's efficiency vs the sample variance is ~2/3: count fewer runs
+        var, df = mssd(series)
         own[key] = (var, df, len(series))
     prior: dict[str, list[float]] = defaultdict(list)
     for (workload, _, _), (var, _, _) in own.items():
@@ -131,11 +136,9 @@ def workload_shifts(
             return statistics.median(lv[k] - centre[k] for k in keys)
 
         series = [factor(lv) for lv in history]
-        diffs = [b - a for a, b in zip(series, series[1:], strict=False)]
-        var = sum(d * d for d in diffs) / (2 * len(diffs))
+        var, df = mssd(series)
         sd = math.sqrt(var * (1.0 + 1.0 / len(base)))
         change = factor(cur) - statistics.fmean(factor(lv) for lv in base)
-        df = 2.0 * len(diffs) / 3.0
         p = float(t.sf(change / sd, df)) if sd > 0 else (0.0 if change > 0 else 1.0)
         out[workload] = Shift(workload, change, sd, df, len(keys), len(history), p)
     return out
