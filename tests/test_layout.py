@@ -15,7 +15,21 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tf2bench"
 # Lower numbers are lower layers; a module may import its own layer (without cycles) and the ones below.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ("errors", "nest", "registry", "storage", "timing", "envinfo", "peak", "profiling", "presets", "record"), 0
+        (
+            "errors",
+            "nest",
+            "registry",
+            "storage",
+            "timing",
+            "envinfo",
+            "gpuinfo",
+            "memory",
+            "peak",
+            "profiling",
+            "presets",
+            "record",
+        ),
+        0,
     ),  # ground floor: no tf2bench imports above it
     "analysis": 1,  # reads saved JSON; never TensorFlow
     "workloads": 2,  # what is trained
@@ -23,7 +37,7 @@ LAYERS: dict[str, int] = {
     "runner": 4,  # the one run sequence
     "suite": 5,  # options and cases
     **dict.fromkeys(
-        ("api", "pytest_plugin", "cli", "tb", "multiworker", "worker", "variants", "distribute"), 6
+        ("api", "pytest_plugin", "cli", "tb", "doctor", "multiworker", "worker", "variants", "distribute"), 6
     ),  # entry points (variants, distribute: the 0.1 import paths, kept as aliases)
 }
 MAX_LINES = 350  # a module holds one job

@@ -31,6 +31,7 @@ def benchmark(
     dataset: str = "auto",
     train_size: int | None = None,
     test_size: int | None = None,
+    mixed_precision: str = "auto",
     save: str | Path | None = None,
     verbose: bool = False,
 ) -> Any:
@@ -42,10 +43,13 @@ def benchmark(
     overwriting one, and its path is in ``df.attrs["path"]``. ``steps``/``rounds``: fixed windows and rounds;
     unset, the preset's (``quick`` calibrates the steps per window, docs/measuring.md). Columns are the report's
     (``tf2bench.analysis.report.build``) plus ``params``, ``mfu``, ``final_fingerprint`` and ``error``.
+    ``mixed_precision``: the mixed loops' half precision, ``auto`` (float16 on a GPU, bfloat16 on a CPU), ``float16``
+    (with loss scaling) or ``bfloat16``.
     """
     options = {
         "variants": variants, "apis": apis, "preset": preset, "steps": steps, "rounds": rounds, "seed": seed,
         "dataset": dataset, "train_size": train_size, "test_size": test_size, "save": save, "verbose": verbose,
+        "mixed_precision": mixed_precision,
     }  # fmt: skip
     if isinstance(workload, Workload):
         if workload.name in BUILTIN and WORKLOADS.get(workload.name) is not workload:
@@ -75,6 +79,7 @@ def _benchmark(
     dataset: str,
     train_size: int | None,
     test_size: int | None,
+    mixed_precision: str,
     save: str | Path | None,
     verbose: bool,
 ) -> Any:
@@ -94,6 +99,7 @@ def _benchmark(
         "dataset": dataset,
         "train_size": train_size,
         "test_size": test_size,
+        "mixed_precision": mixed_precision,
     }
     opts = parse_options(raw, environ={})  # the arguments say it all: no TF2BENCH_* variables here
     wl = WORKLOADS.get(name)

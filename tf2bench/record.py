@@ -13,6 +13,7 @@ from typing import Any
 # 2: two-tier verdict records (weights images, weight_tier, test_correct), per-precision MFU, scaling.
 # Still 2 with the window-sizing keys (window_steps_source, calibration, rounds_planned, rounds_reason,
 # settle_steps): added keys only, every existing key keeps its meaning; a record without them had fixed windows.
+# Still 2 with peak_memory, mixed_precision, loss_scale; peak_memory_bytes now covers the timed windows only.
 SCHEMA_VERSION = 2
 
 FIELDS: dict[str, str] = {
@@ -79,12 +80,15 @@ FIELDS: dict[str, str] = {
     # where
     "device": "object",
     "peak_memory_bytes": "bytes",
+    "peak_memory": "object (per device, or the host's resident set)",
     "tf_version": "text",
     "keras_version": "text",
     "profile": "object",
     # loop-specific (Variant.info)
     "steps_per_execution": "steps",
     "dtype_policy": "text",
+    "mixed_precision": "text",
+    "loss_scale": "factor",
     "strategy": "text",
     "replicas": "count",
     "devices": "list",

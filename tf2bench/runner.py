@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from tf2bench import envinfo, nest, peak, profiling, record, timing
+from tf2bench import envinfo, memory, nest, peak, profiling, record, timing
 from tf2bench.analysis import equivalence
 from tf2bench.errors import BadInputError, DivergedError, NoisyMeasurementWarning, reason
-from tf2bench.loops import BatchPlan, RunConfig, TrainContext, WindowResult, get_variant
+from tf2bench.loops import BatchPlan, RunConfig, TrainContext, WindowResult, get_variant, loss_scale_record, loss_scaled
 from tf2bench.timing import noisy_message, window_stats
 from tf2bench.workloads import Workload, build
 from tf2bench.workloads.data import Dataset
@@ -75,7 +75,7 @@ class BenchmarkRun:
         sample = nest.take(dataset.x_train, slice(0, 2))
 
         def build_model() -> Any:
-            with variant_cls.model_scope():  # e.g. a mixed-precision policy, restored on leaving
+            with variant_cls.model_scope(config):  # e.g. a mixed-precision policy, restored on leaving
                 return build.build(workload, api, config.seed, sample)
 
         self.model = build_model()
@@ -84,7 +84,7 @@ class BenchmarkRun:
         self.checkpoint: dict[str, Any] | None = None  # the weights at the first window end past CHECK_MIN_STEPS
         self.loss_fn = workload.make_loss()
         check_fit(workload, api, self.model, self.loss_fn, sample, dataset.y_train[:2])
-        optimizer = workload.make_optimizer()
+        optimizer = loss_scaled(workload.make_optimizer(), self.model)  # a float16 model's loss is scaled
         optimizer.build(self.model.trainable_variables)
         self.plan = BatchPlan(len(dataset.y_train), variant_cls.global_batch_size(config), config.seed)
         self.steps_per_window = self.plan.steps_per_epoch if config.epochs else config.steps
@@ -121,7 +121,8 @@ class BenchmarkRun:
         self.first: WindowResult | None = None
         self.windows: list[WindowResult] = []
         self.profile_summary: dict[str, Any] | None = None
-        envinfo.reset_peak_memory()
+        # training's memory only: opened after the warm-up, paused around an evaluation, closed after the last window
+        self.memory = memory.PeakMemory()
 
     def _run(self, steps: int, *, marked: bool = False) -> WindowResult:
         start = self.position
@@ -153,14 +154,20 @@ class BenchmarkRun:
                     f"windows of ~{estimate:.2g} s: {self.rounds} rounds, not {self.rounds_planned}, to keep the "
                     f"timed rounds near the {budget:g} s budget"
                 )
+        self.memory.start()
         return self.first.seconds
 
     def window(self) -> float:
         """One timed steady-state window; returns its seconds."""
         result = self._run(self.steps_per_window)
         self.windows.append(result)
+        if len(self.windows) >= self.rounds:
+            self.memory.pause()  # the last timed window: nothing after it (profile, evaluation, peak) counts
         if len(self.windows) == self.eval_after:  # untimed: the window's clock has stopped
+            self.memory.pause()
             self._evaluate()
+            if len(self.windows) < self.rounds:
+                self.memory.start()
         return result.seconds
 
     def _evaluate(self) -> None:
@@ -181,6 +188,7 @@ class BenchmarkRun:
             raise RuntimeError("this run was already profiled: the profile window runs once, after the timed rounds")
         if len(self.windows) != self.rounds:
             raise RuntimeError(f"profile() after all {self.rounds} timed windows, not after {len(self.windows)}")
+        self.memory.pause()
         start = self.position
         # loops whose window runs as a while_loop profile it in marked blocks of several train steps
         per_marked = getattr(self.variant, "train_steps_per_marked_step", lambda _steps: 1)(steps)
@@ -192,6 +200,7 @@ class BenchmarkRun:
         """The record saved in benchmark.extra_info (names are stable: report/compare read them)."""
         if self.first is None or not self.windows:
             raise RuntimeError("result() before warmup() and at least one window()")
+        memory_record = self.memory.record()  # read before evaluation and the matmul peak allocate their own
         n = self.steps_per_window
         samples = self.variant.samples_per_step
         stats = window_stats([w.seconds for w in self.windows], [n] * len(self.windows), samples)
@@ -255,7 +264,9 @@ class BenchmarkRun:
                 "test_samples": len(correct),
                 "test_correct": equivalence.pack_correct(correct),
                 "device": envinfo.device(),
-                "peak_memory_bytes": envinfo.peak_memory_bytes(),
+                **memory_record,  # peak_memory_bytes (device memory, every GPU), peak_memory (per device, or host)
+                "mixed_precision": self.config.mixed_precision,
+                **loss_scale_record(self.variant.ctx.optimizer),  # float16: the loss scale at the end
                 "profile": self.profile_summary,
                 **self.variant.info(),
                 **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},

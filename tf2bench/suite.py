@@ -41,6 +41,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "profile_steps": ("TF2BENCH_PROFILE_STEPS", f"steps in the profiled window (default {DEFAULT_PROFILE_STEPS})"),
     "trace_dir": ("TF2BENCH_TRACE_DIR", "where --profile writes traces: <dir>/<run-id>/... (default results/traces)"),
     "devices": ("TF2BENCH_DEVICES", "replica devices for the distributed loops: N GPUs, or N logical CPU devices"),
+    "mixed_precision": (
+        "TF2BENCH_MIXED_PRECISION",
+        "the mixed loops' half precision: auto (default: float16 + loss scaling on a GPU, bfloat16 on a CPU), "
+        "float16 or bfloat16",
+    ),
     "scaling": (
         "TF2BENCH_SCALING",
         "distributed loops: strong (default; --batch-size is the global batch, split over the replicas) "
@@ -86,6 +91,7 @@ class SuiteOptions:
     trace_dir: str | None = None  # None: results/traces
     devices: int | None = None  # None: every GPU, or one CPU device (see tf2bench.distribute)
     scaling: str = "strong"  # the distributed loops' batch: global, split over replicas (strong), or per replica
+    mixed_precision: str = "auto"  # RunConfig.MIXED_PRECISIONS
 
     def cases(self) -> list[Case]:
         """Repeat-major order, so every variant sees the same machine drift."""
@@ -111,6 +117,7 @@ class SuiteOptions:
             epochs=epochs,
             profile_steps=self.profile_steps if self.profile else 0,
             scaling=self.scaling,
+            mixed_precision=self.mixed_precision,
         )
 
     def window_plan(
@@ -147,6 +154,7 @@ class SuiteOptions:
             "dataset": self.dataset,
             "repeat": self.repeat,
             "seeds": self.seeds,
+            "mixed_precision": self.mixed_precision,
             "wall_s": wall_s,
             "harness_overhead": harness_overhead,
         }
@@ -224,6 +232,11 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
     scaling = str(get("scaling") or "strong").strip()
     if scaling not in RunConfig.SCALINGS:
         raise BadInputError(f"unknown scaling {scaling!r}; valid: {', '.join(RunConfig.SCALINGS)}")
+    mixed_precision = str(get("mixed_precision") or "auto").strip()
+    if mixed_precision not in RunConfig.MIXED_PRECISIONS:
+        raise BadInputError(
+            f"unknown mixed precision {mixed_precision!r}; valid: {', '.join(RunConfig.MIXED_PRECISIONS)}"
+        )
     opts = SuiteOptions(
         workloads=tuple(workloads),
         apis=tuple(apis),
@@ -244,6 +257,7 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
         trace_dir=get("trace_dir"),
         devices=_optional_int("devices", get("devices")),
         scaling=scaling,
+        mixed_precision=mixed_precision,
     )
     if not opts.cases():
         raise BadInputError(f"the selection runs nothing: workloads {list(workloads)} have no api among {list(apis)}")

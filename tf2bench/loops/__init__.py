@@ -10,6 +10,8 @@ from tf2bench.loops.base import (
     WindowResult,
     compile_step,
     get_variant,
+    loss_scale_record,
+    loss_scaled,
     register_variant,
     train_step,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "WindowResult",
     "compile_step",
     "get_variant",
+    "loss_scale_record",
+    "loss_scaled",
     "register_variant",
     "train_step",
 ]

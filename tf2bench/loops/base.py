@@ -34,6 +34,8 @@ class RunConfig:
     """How long and how to train one benchmark; validated on creation."""
 
     SCALINGS: ClassVar[tuple[str, ...]] = ("strong", "weak")  # valid ``scaling``; see tf2bench.distribute
+    # valid ``mixed_precision``: the half precision of the mixed loops (auto: float16 on a GPU, bfloat16 on a CPU)
+    MIXED_PRECISIONS: ClassVar[tuple[str, ...]] = ("auto", "float16", "bfloat16")
     batch_size: int = 32
     steps: int = 20  # steps per timed window (round)
     rounds: int = 3  # timed windows
@@ -43,6 +45,7 @@ class RunConfig:
     jit_compile: bool = False
     profile_steps: int = 0  # an untimed, profiled window after the timed ones (0: none)
     scaling: str = "strong"  # distributed loops: batch_size is the global batch (strong) or per replica (weak)
+    mixed_precision: str = "auto"  # the mixed loops' compute dtype (tf2bench.loops.mixed.policy_name)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "rounds", "warmup_steps"):
@@ -55,6 +58,10 @@ class RunConfig:
             raise BadInputError(f"profile_steps must be a non-negative integer, got {self.profile_steps!r}")
         if self.scaling not in self.SCALINGS:
             raise BadInputError(f"unknown scaling {self.scaling!r}; valid: {', '.join(self.SCALINGS)}")
+        if self.mixed_precision not in self.MIXED_PRECISIONS:
+            raise BadInputError(
+                f"unknown mixed precision {self.mixed_precision!r}; valid: {', '.join(self.MIXED_PRECISIONS)}"
+            )
 
 
 class BatchPlan:
@@ -92,6 +99,29 @@ def train_step(model: Any, optimizer: Any, loss_fn: Any, x: Any, y: Any) -> Any:
     grads = tape.gradient(scaled, model.trainable_variables)
     optimizer.apply(grads, model.trainable_variables)
     return loss
+
+
+def loss_scaled(optimizer: Any, model: Any) -> Any:
+    """``optimizer`` wrapped in Keras's LossScaleOptimizer when ``model`` computes in float16, else itself.
+
+    float16 gradients of these losses underflow to zero without loss scaling; ``train_step`` multiplies the loss
+    by the scale (``scale_loss``) and ``apply`` divides the gradients by it, skips a step whose gradients are not
+    finite and halves the scale (it doubles after 2,000 finite steps). Every loop that builds its own step gets
+    it from here; ``fit`` compiles with ``auto_scale_loss=True``, which wraps the same way (Keras keys both on the
+    model's float16 compute dtype). bfloat16 has float32's exponent range: no scaling.
+    """
+    import keras
+
+    compute = str(getattr(getattr(model, "dtype_policy", None), "compute_dtype", "float32"))
+    if compute != "float16" or isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+
+
+def loss_scale_record(optimizer: Any) -> dict[str, Any]:
+    """``{"loss_scale": the dynamic scale now}`` for a loss-scaled optimizer; ``{}`` otherwise."""
+    scale = getattr(optimizer, "dynamic_scale", None)
+    return {} if scale is None else {"loss_scale": float(np.asarray(scale))}
 
 
 def compile_step(model: Any, optimizer: Any, loss_fn: Any, *, jit_compile: bool) -> Any:
@@ -213,7 +243,7 @@ class Variant(ABC):
         return {}
 
     @classmethod
-    def model_scope(cls) -> AbstractContextManager[Any]:
+    def model_scope(cls, config: RunConfig) -> AbstractContextManager[Any]:
         """Entered while the runner builds the model: a loop that needs other layer dtypes sets them here.
 
         Raises UnsupportedError when the loop cannot run on this machine (the suite skips it).

@@ -24,7 +24,10 @@ class Fit(Variant):
 
     def setup(self) -> None:
         c, spe = self.ctx, self.steps_per_execution()
-        c.model.compile(optimizer=c.optimizer, loss=c.loss_fn, jit_compile=self.jit(), steps_per_execution=spe)
+        # auto_scale_loss: a float16 model's loss is scaled, as every other loop's (loops.base.loss_scaled)
+        c.model.compile(
+            optimizer=c.optimizer, loss=c.loss_fn, jit_compile=self.jit(), steps_per_execution=spe, auto_scale_loss=True
+        )
 
     def run(self, start: int, steps: int) -> WindowResult:
         import keras

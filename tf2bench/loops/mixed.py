@@ -1,5 +1,11 @@
-"""The mixed-precision loops (bf16 on a CPU, fp16 with loss scaling on a GPU): ``mixed`` (tf_data) and
-``graph_mixed`` (the in-graph loop), which stacks the two techniques that help independently."""
+"""The mixed-precision loops: ``mixed`` (tf_data) and ``graph_mixed`` (the in-graph loop, the two techniques that
+help independently, stacked), in float16 with loss scaling or in bfloat16 (``RunConfig.mixed_precision``; ``auto``:
+float16 on a GPU, bfloat16 on a CPU).
+
+float16 runs on a CPU too (TensorFlow has float16 CPU kernels, ~3x slower than float32 here), so the GPU's path
+(a ``mixed_float16`` model, ``LossScaleOptimizer``, non-finite steps skipped) executes in the tests on any machine.
+The loss scaling itself is the runner's (tf2bench.runner.loss_scaled): every loop that builds its own step gets a
+``LossScaleOptimizer`` for a float16 model, and ``fit`` compiles with ``auto_scale_loss=True``."""
 
 from __future__ import annotations
 
@@ -12,11 +18,14 @@ from tf2bench.errors import UnsupportedError
 from tf2bench.loops.compiled import GraphLoop, TfData
 
 
-def mixed_policy_name() -> str:
-    """mixed_float16 where a GPU runs it; mixed_bfloat16 on a CPU."""
-    import tensorflow as tf
+def mixed_policy_name(choice: str = "auto") -> str:
+    """The Keras policy of ``choice`` (RunConfig.MIXED_PRECISIONS): auto is mixed_float16 where a GPU runs it
+    (tensor cores; float16 is what every GPU since Volta runs fast) and mixed_bfloat16 on a CPU (AVX512-BF16/AMX)."""
+    if choice == "auto":
+        import tensorflow as tf
 
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+        choice = "float16" if tf.config.list_physical_devices("GPU") else "bfloat16"
+    return f"mixed_{choice}"
 
 
 @contextlib.contextmanager
@@ -33,24 +42,15 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 class _MixedPrecision:
-    """A loop whose model computes in the device's mixed policy; with float16, the optimizer scales the loss."""
+    """A loop whose model computes in the chosen mixed policy (the runner scales a float16 model's loss)."""
 
     ctx: Any
 
     @classmethod
-    def model_scope(cls) -> AbstractContextManager[Any]:
-        name = mixed_policy_name()
+    def model_scope(cls, config: Any) -> AbstractContextManager[Any]:
+        name = mixed_policy_name(config.mixed_precision)
         check_policy_supported(name)
         return dtype_policy(name)
-
-    def setup(self) -> None:
-        import keras
-
-        c = self.ctx
-        if mixed_policy_name() == "mixed_float16":  # float16 gradients underflow without loss scaling
-            c.optimizer = keras.optimizers.LossScaleOptimizer(c.optimizer)
-            c.optimizer.build(c.model.trainable_variables)
-        super().setup()  # type: ignore[misc]
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "dtype_policy": self.ctx.model.dtype_policy.name}  # type: ignore[misc]
@@ -58,7 +58,7 @@ class _MixedPrecision:
 
 class Mixed(_MixedPrecision, TfData):
     name = "mixed"
-    description = "tf_data with a mixed-precision model: mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU"
+    description = "tf_data with a mixed-precision model: float16 + loss scaling (GPU default) or bfloat16 (CPU default)"
 
 
 class GraphMixed(_MixedPrecision, GraphLoop):

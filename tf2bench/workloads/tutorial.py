@@ -22,6 +22,11 @@ def adam() -> Any:
 
 # --- the tutorial's MNIST CNN, three ways ----------------------------------------------
 
+# The output layer computes in float32 under any mixed policy (Keras's mixed-precision guide): a float16 softmax
+# over 100 classes loses the small probabilities the loss's log needs, and its sum drifts from 1. Under a float32
+# policy this changes nothing.
+OUTPUT_DTYPE = "float32"
+
 MNIST_SHAPE = (28, 28, 1)
 CIFAR_SHAPE = (32, 32, 3)
 
@@ -37,7 +42,7 @@ def mnist_sequential() -> Any:
             layers.Conv2D(64, 3, activation="relu"),
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
-            layers.Dense(10, activation="softmax"),
+            layers.Dense(10, activation="softmax", dtype=OUTPUT_DTYPE),
         ],
         name="mnist_sequential",
     )
@@ -52,7 +57,7 @@ def mnist_functional() -> Any:
     x = layers.Conv2D(64, 3, activation="relu")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
-    outputs = layers.Dense(10, activation="softmax")(x)
+    outputs = layers.Dense(10, activation="softmax", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inputs, outputs, name="mnist_functional")
 
 
@@ -67,7 +72,7 @@ def mnist_subclassing() -> Any:
             self.conv2 = layers.Conv2D(64, 3, activation="relu")
             self.flatten = layers.Flatten()
             self.dense1 = layers.Dense(128, activation="relu")
-            self.dense2 = layers.Dense(10, activation="softmax")
+            self.dense2 = layers.Dense(10, activation="softmax", dtype=OUTPUT_DTYPE)
 
         def call(self, x, training=False):
             x = self.conv2(self.conv1(x))
@@ -92,7 +97,7 @@ def cifar100_sequential() -> Any:
             layers.MaxPooling2D(2),
             layers.Flatten(),
             layers.Dense(256, activation="relu"),
-            layers.Dense(100, activation="softmax"),
+            layers.Dense(100, activation="softmax", dtype=OUTPUT_DTYPE),
         ],
         name="cifar100_sequential",
     )
@@ -109,7 +114,7 @@ def cifar100_functional() -> Any:
     x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(256, activation="relu")(x)
-    outputs = layers.Dense(100, activation="softmax")(x)
+    outputs = layers.Dense(100, activation="softmax", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inputs, outputs, name="cifar100_functional")
 
 
@@ -126,7 +131,7 @@ def cifar100_subclassing() -> Any:
             self.pool2 = layers.MaxPooling2D(2)
             self.flatten = layers.Flatten()
             self.dense1 = layers.Dense(256, activation="relu")
-            self.dense2 = layers.Dense(100, activation="softmax")
+            self.dense2 = layers.Dense(100, activation="softmax", dtype=OUTPUT_DTYPE)
 
         def call(self, x, training=False):
             x = self.pool1(self.conv1(x))
