@@ -27,6 +27,7 @@ from tf2bench.loops.compiled import TfData
 from tf2bench.profiling import (
     INPUT_BOUND_HIGH_PCT,
     INPUT_BOUND_MODERATE_PCT,
+    STEP_COLUMNS,
     ProfileError,
     input_bound_level,
     new_run_dir,
@@ -177,14 +178,22 @@ def test_every_benchmark_saves_a_profile_summary_with_measured_steps(profiled_su
         assert prof["step_time_ms_stddev"] >= 0
         assert prof["step_time_ms_min"] <= prof["step_time_ms"] <= prof["step_time_ms_max"]
         assert 0 <= prof["input_bound_pct"] <= 100
-        parts = sum(prof[k] for k in ("input_ms", "host_compute_ms", "device_compute_ms", "kernel_launch_ms"))
-        parts += prof["compile_ms"] + prof["other_ms"]
-        assert parts == pytest.approx(prof["step_time_ms"], rel=0.02), variant  # the breakdown adds up
+        # the breakdown adds up: every column xprof reports, summed step by step (profiling.PARTS_REL_TOLERANCE)
+        assert prof["parts_add_up"], (variant, prof["unattributed_ms"], prof["extra_parts_ms"])
+        parts = sum(prof[k] for k in STEP_COLUMNS.values() if k != "step_time_ms") + sum(
+            prof["extra_parts_ms"].values()
+        )
+        assert parts == pytest.approx(prof["step_time_ms"], rel=1e-9), variant
+        assert prof["device_collectives_ms"] == prof["device_to_device_ms"] == prof["output_ms"] == 0.0  # no GPU
         assert "input-bound" in prof["conclusion"]
         # the profiled steps are training steps, after the timed ones, before evaluation
         assert info["steps_total"] == info["warmup_steps"] + info["rounds"] * info["steps"] + PROFILE_STEPS
+    for variant in ("eager", "tutorial"):  # xprof lists eager ops with no self time on a CPU: not top ops
+        assert all(op["self_ms"] > 0 for op in benchmarks[variant]["profile"]["top_ops"]), variant
     for variant in ("fit", "tf_function", "tf_data", *BLOCK_LOOPS):  # graph ops are attributed; eager ops not (CPU)
         ops = benchmarks[variant]["profile"]["top_ops"]
+        assert ops == benchmarks[variant]["profile"]["top_ops_host"], variant  # a CPU-only trace: host ops only
+        assert benchmarks[variant]["profile"]["top_ops_device"] == [], variant
         assert 0 < len(ops) <= 5, variant
         assert all(op["self_ms"] > 0 for op in ops), variant
         assert [op["self_ms"] for op in ops] == sorted((op["self_ms"] for op in ops), reverse=True)

@@ -33,16 +33,38 @@ TOP_OPS = 5
 MAX_UNROLL = 16  # most train steps unrolled into one marked block (trace time grows with it)
 WARM_BLOCKS = 1  # unmarked blocks before the marked ones when a loop is profiled in unrolled blocks
 
-# input_pipeline_analyzer's per-step columns -> our names (all in ms)
-STEP_COLUMNS = {
-    "stepTimeMs": "step_time_ms",
+# input_pipeline_analyzer's step table for CPUs and GPUs alike (xprof 2.24, GenerateGenericInputPipelineAnalysis-
+# DataTable in xprof/convert/op_stats_to_input_pipeline_analysis.cc; the same ids in the installed frontend bundle):
+# one row per marked step, one ms column per part. A step's time is split into non-overlapping event spans, each
+# instant going to its highest-priority event type (xprof/utils/event_span.h); the time no event covers is "All
+# others" (xprof/convert/step_events_to_steps_db.cc), so the parts add up to stepTimeMs. Column <- event types:
+#   deviceComputeTimeMs      DEVICE_COMPUTE_16 + DEVICE_COMPUTE_32 (GPU kernels)
+#   deviceToDeviceTimeMs     DEVICE_TO_DEVICE (MemcpyDtoD) + DEVICE_WAIT_DEVICE
+#   deviceCollectivesTimeMs  DEVICE_COLLECTIVES (GPU kernels named nccl*: all-reduce and friends)
+#   hostComputeTimeMs        HOST_COMPUTE (all op time on a CPU-only machine)
+#   kernelLaunchTimeMs       HOST_PREPARE (launching device work)
+#   infeedTimeMs "Input"     HOST_WAIT_INPUT + HOST_TO_DEVICE + DEVICE_WAIT_HOST (host-to-device is not apart here)
+#   outfeedTimeMs "Output"   DEVICE_TO_HOST
+#   compileTimeMs            HOST_COMPILE
+#   otherTimeMs "All others" UNKNOWN_TIME (Python, untraced host work)
+# Host-to-host copies (HOST_TO_HOST) count in the step but in no column: the one known way the parts fall short.
+STEP_TIME_COLUMN = "stepTimeMs"
+STEP_COLUMNS = {  # xprof's column -> our key (ms); keys of old records keep their names
+    STEP_TIME_COLUMN: "step_time_ms",
     "infeedTimeMs": "input_ms",
     "hostComputeTimeMs": "host_compute_ms",
     "deviceComputeTimeMs": "device_compute_ms",
     "kernelLaunchTimeMs": "kernel_launch_ms",
     "compileTimeMs": "compile_ms",
     "otherTimeMs": "other_ms",
+    "deviceToDeviceTimeMs": "device_to_device_ms",
+    "deviceCollectivesTimeMs": "device_collectives_ms",
+    "outfeedTimeMs": "output_ms",
 }
+# Each part is a sum of whole picoseconds that together make the step's duration, sent as round-trip doubles
+# (nlohmann::json): the only gap is float rounding, <= ~12 additions x 2**-53 ~ 1.3e-15 of the step. 1e-9 is far
+# above that and far below any real time (1 ns in a 1 ms step is 1e-6).
+PARTS_REL_TOLERANCE = 1e-9
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -194,37 +216,66 @@ def input_bound_level(pct: float) -> str:
     return "not"
 
 
+def step_parts(table: dict[str, Any]) -> list[str]:
+    """The step table's part columns: those xprof's step-time chart stacks into a step.
+
+    xprof names them in ``step_time_graph_column_ids`` (its frontend draws exactly those); without that list, every
+    ms column but the step time. A part this module has no name for still counts, so the parts add up.
+    """
+    numeric = [c["id"] for c in table.get("cols", []) if c.get("type", "number") == "number"]
+    numeric = [c for c in numeric if c != STEP_TIME_COLUMN]
+    listed = {c.strip() for c in str((table.get("p") or {}).get("step_time_graph_column_ids", "")).split(",")}
+    return [c for c in numeric if c in listed] or [c for c in numeric if c.endswith("TimeMs")]
+
+
 def summarise_input_pipeline(tables: list[dict[str, Any]], train_steps_per_marked_step: int = 1) -> dict[str, Any]:
     """Step-time breakdown from input_pipeline_analyzer: averages over the marked steps, in ms per train step.
 
     xprof times marked steps; a loop profiled in blocks of ``train_steps_per_marked_step`` train steps gets each
     figure divided by it, so every loop's ``step_time_ms`` means the same thing. ``marked_step_time_ms`` keeps
-    xprof's own per-marked-step average.
+    xprof's own per-marked-step average. Every part xprof reports is kept (``STEP_COLUMNS`` by name, any other in
+    ``extra_parts_ms``) and their sum is checked against the step time, step by step (``parts_add_up``).
     """
     per = check_positive_int("train_steps_per_marked_step", train_steps_per_marked_step, parse=False)
     table = next((t for t in tables if "steptime_ms_average" in (t.get("p") or {})), None)
     if table is None:
         raise ProfileError("xprof's input_pipeline_analyzer has no step-time table")
+    ids = [c["id"] for c in table.get("cols", [])]
+    if STEP_TIME_COLUMN not in ids:
+        raise ProfileError(
+            f"xprof's step table has no {STEP_TIME_COLUMN} column (it has {', '.join(ids)}): "
+            "tf2bench reads xprof's CPU/GPU step table"
+        )
     steps = _rows(table)
-    if not steps or not sum(float(s["stepTimeMs"]) for s in steps) > 0:
+    step_ms = [float(s[STEP_TIME_COLUMN] or 0.0) for s in steps]
+    if not steps or not sum(step_ms) > 0:
         raise ProfileError(
             "no step time measured: xprof found no marked steps. Each step must run inside "
             "Trace(..., step_num=i, _r=1); on CPU xprof also counts no step in a trace whose graphs run a "
             "tf.while_loop (several steps per call: fit's steps_per_execution > 1, a tf.range loop in a "
             "tf.function): profile such loops in unrolled blocks"
         )
+
+    def ms(col: str) -> float:  # mean per train step; a column this xprof does not report counts 0
+        return statistics.fmean(float(s.get(col) or 0.0) for s in steps) / per
+
+    per_step = [t / per for t in step_ms]
+    parts = step_parts(table)
+    sums = [sum(float(s.get(c) or 0.0) for c in parts) for s in steps]
     out: dict[str, Any] = {
         "steps_measured": len(steps),  # marked (profiler) steps
         "train_steps_per_marked_step": per,
         "train_steps_measured": len(steps) * per,
-        "marked_step_time_ms": statistics.fmean(float(s["stepTimeMs"]) for s in steps),
+        "marked_step_time_ms": statistics.fmean(step_ms),
+        **{key: ms(col) for col, key in STEP_COLUMNS.items()},
+        "step_time_ms_stddev": statistics.stdev(per_step) if len(per_step) > 1 else 0.0,
+        "step_time_ms_min": min(per_step),
+        "step_time_ms_max": max(per_step),
+        "extra_parts_ms": {col: ms(col) for col in parts if col not in STEP_COLUMNS},
+        "parts_ms": statistics.fmean(sums) / per,
+        "unattributed_ms": statistics.fmean(t - p for t, p in zip(step_ms, sums, strict=True)) / per,
+        "parts_add_up": all(abs(t - p) <= PARTS_REL_TOLERANCE * t for t, p in zip(step_ms, sums, strict=True)),
     }
-    for col, key in STEP_COLUMNS.items():
-        values = [float(s[col] or 0.0) / per for s in steps]
-        out[key] = statistics.fmean(values)
-        if key == "step_time_ms":
-            out["step_time_ms_stddev"] = statistics.stdev(values) if len(values) > 1 else 0.0
-            out["step_time_ms_min"], out["step_time_ms_max"] = min(values), max(values)
     pct = 100.0 * out["input_ms"] / out["step_time_ms"]
     p = table["p"]
     out.update(
@@ -237,14 +288,28 @@ def summarise_input_pipeline(tables: list[dict[str, Any]], train_steps_per_marke
     return out
 
 
-def top_ops(tables: list[dict[str, Any]], n: int = TOP_OPS) -> list[dict[str, Any]]:
-    """The ``n`` framework ops with the most self time in the window (idle time left out)."""
+# framework_op_stats (xprof 2.24, TfStatsToDataTableJson in xprof/convert/op_stats_to_tf_stats.cc): two tables, with
+# and without IDLE, each listing the device's ops (host_or_device "Device": GPU kernels grouped by TF op, at most
+# 500) then the host's ("Host": op execution on CPU threads, which on a GPU includes launching the kernels, at most
+# 500), ranked by self time within each side. The same op can appear on both sides: the two times are not one sum.
+OP_SIDES = ("Device", "Host")
+
+
+def top_ops(tables: list[dict[str, Any]], n: int = TOP_OPS, where: str | None = None) -> list[dict[str, Any]]:
+    """The ``n`` framework ops with the most self time on one side, ``where`` "Device" or "Host".
+
+    Default: the device when the trace has device ops (a GPU's kernels make the step), else the host. ``self_pct``
+    is the share of that side's self time (of the ops xprof lists), never of host and device time added together.
+    Idle time and ops without self time are left out (a CPU trace lists eager ops with none: xprof times none).
+    """
+    if where is not None and where not in OP_SIDES:
+        raise BadInputError(f"unknown op side {where!r}: choose one of {', '.join(OP_SIDES)}")
     table = next((t for t in tables if any(c["id"] == "total_self_time" for c in t.get("cols", []))), None)
-    if table is None:
-        return []
-    ops = [r for r in _rows(table) if r.get("type") != "IDLE"]
+    ops = [r for r in _rows(table) if r.get("type") != "IDLE" and float(r["total_self_time"]) > 0] if table else []
+    if where is None:
+        where = "Device" if any(r.get("host_or_device") == "Device" for r in ops) else "Host"
+    ops = sorted((r for r in ops if r.get("host_or_device") == where), key=lambda r: -float(r["total_self_time"]))
     total_us = sum(float(r["total_self_time"]) for r in ops) or 1.0
-    ops.sort(key=lambda r: float(r["total_self_time"]), reverse=True)
     return [
         {
             "op": r["operation"],
@@ -258,10 +323,19 @@ def top_ops(tables: list[dict[str, Any]], n: int = TOP_OPS) -> list[dict[str, An
     ]
 
 
+def summarise_ops(tables: list[dict[str, Any]], n: int = TOP_OPS) -> dict[str, Any]:
+    """``top_ops`` (the side that makes the step: the device if any), and ``top_ops_device`` / ``top_ops_host``."""
+    return {
+        "top_ops": top_ops(tables, n),
+        "top_ops_device": top_ops(tables, n, "Device"),
+        "top_ops_host": top_ops(tables, n, "Host"),
+    }
+
+
 def summarise(xplane: Path, train_steps_per_marked_step: int = 1) -> dict[str, Any]:
     """The profile summary of one trace: step-time breakdown (ms per train step), input-bound %, top ops."""
     summary: dict[str, Any] = {"trace_path": str(xplane)}
     tables = tool_data(xplane, "input_pipeline_analyzer")
     summary.update(summarise_input_pipeline(tables, train_steps_per_marked_step))
-    summary["top_ops"] = top_ops(tool_data(xplane, "framework_op_stats"))
+    summary.update(summarise_ops(tool_data(xplane, "framework_op_stats")))
     return summary
