@@ -1,12 +1,13 @@
-"""`tf2bench report | compare | history | tensorboard`: read saved suite runs, print tables, serve traces; exit code.
+"""`tf2bench report | compare | history | tensorboard | doctor`: read saved runs, print tables, serve traces, check
+the machine; exit code.
 
 ``report``, ``compare`` and ``history`` never import TensorFlow: reading results must be quick and work on a CI box
-without it (``tensorboard`` starts TensorBoard's own server over the traces).
+without it (``tensorboard`` starts TensorBoard's own server over the traces; ``doctor`` runs TensorFlow).
 Each subcommand is one ``add_parser`` call plus a ``run(args) -> int`` function; add a
 new one by appending to SUBCOMMANDS.
 
-Exit codes (tf2bench.errors): 0 fine; 1 a regression, a newest-segment slowdown (history) or a loop that is not
-equivalent to fit; 2 bad input
+Exit codes (tf2bench.errors): 0 fine; 1 a regression, a newest-segment slowdown (history), a loop that is not
+equivalent to fit, or a failed doctor check; 2 bad input
 (unreadable or foreign file, no common benchmarks, bad option); 3 baseline missing.
 """
 
@@ -267,6 +268,26 @@ def add_tensorboard(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=lambda args: tb.serve(args.logdir, args.port))
 
 
+# ---- doctor -------------------------------------------------------------------------------------------------------
+
+
+def add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check this machine before a long run: devices, CUDA build, XLA, profiler, mixed precision, clocks",
+        description="Check this machine before a long run, one line per check (ok / info / warn / fail) with the "
+        "fix: the devices TensorFlow sees, its CUDA/cuDNN build, XLA, a 2-step profile, the mixed-precision "
+        "policies, GPU memory growth, GPU clocks. Exit 1 if a check fails, 0 otherwise.",
+    )
+    p.set_defaults(run=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from tf2bench import doctor  # imports TensorFlow: only this subcommand pays for it
+
+    return doctor.main()
+
+
 # ---- dispatch -----------------------------------------------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -274,6 +295,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_compare,
     add_history,
     add_tensorboard,
+    add_doctor,
 ]
 
 

@@ -8,6 +8,8 @@ import platform
 from functools import cache
 from typing import Any
 
+from tf2bench import gpuinfo
+
 
 def cpu_name() -> str:
     try:
@@ -24,8 +26,10 @@ def cpu_name() -> str:
 # AVX512-BF16 or AMX units, or is emulated), so two runs are only comparable with the same set.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 # What a run's figures depend on beyond the code: `tf2bench compare` warns when two runs differ in any of these.
+# The GPU's: its CUDA/cuDNN build, and from nvidia-smi (tf2bench.gpuinfo) driver, clock setting, power limit.
 FIGURE_SETTINGS = (
     "cpu_name", "isa", "onednn_opts", "intra_op_threads", "inter_op_threads", "xla_flags", "tf32", "device",
+    "cuda_version", "cudnn_version", "gpu_driver", "gpu_clocks", "gpu_power_limit",
 )  # fmt: skip
 
 
@@ -61,9 +65,13 @@ def figure_settings() -> dict[str, Any]:
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """The FIGURE_SETTINGS two machine records disagree on, as "name: a -> b" (records without one are skipped)."""
+    """The FIGURE_SETTINGS two machine records disagree on, as "name: a -> b" (records without one are skipped;
+    the CUDA/cuDNN build only where either ran on a GPU: a CPU's figures do not depend on it)."""
+    on_gpu = any((m.get("device") or {}).get("kind") == "GPU" for m in (a, b))
     out = []
     for key in FIGURE_SETTINGS:
+        if key in ("cuda_version", "cudnn_version") and not on_gpu:
+            continue
         if key in a and key in b and a[key] != b[key]:
             out.append(f"{key}: {a[key]!r} -> {b[key]!r}")
     return out
@@ -127,9 +135,11 @@ def host_memory_bytes() -> int | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """Added to pytest-benchmark's machine_info for every saved run."""
+    """Added to pytest-benchmark's machine_info for every saved run; ``gpu`` is nvidia-smi's reading (None without
+    it), its stable part flattened into FIGURE_SETTINGS' gpu_* keys."""
     import tensorflow as tf
 
+    gpu = gpuinfo.query()
     return {
         **versions(),
         "device": device(),
@@ -140,4 +150,6 @@ def machine_info() -> dict[str, Any]:
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         **figure_settings(),
+        "gpu": gpu,
+        **gpuinfo.figure_settings(gpu),
     }

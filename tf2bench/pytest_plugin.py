@@ -285,7 +285,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         )
         for p in failed:
             tr.write_line(f"  no trace for {p['trace_dir']}: {p['error']}")
-    from tf2bench import peak
+    from tf2bench import gpuinfo, peak
 
     used = dict.fromkeys(r.get("compute_dtype", "float32") for r in results)  # each peak is measured once, cached
     tr.write_line(
@@ -293,6 +293,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         + "; ".join(peak.peak(dtype).describe() for dtype in used)
     )
     tr.write_line(f"wall time: {time.perf_counter() - config.stash[START_KEY]:.0f} s")
+    if note := gpuinfo.clock_note(gpuinfo.query()):  # unlocked GPU clocks: the figures moved with boost clocks
+        tr.write_line(f"note: {note}")
 
 
 def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir, pytestconfig):

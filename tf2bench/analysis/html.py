@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from tf2bench import gpuinfo
 from tf2bench.analysis.report import (
     DIFFERS,
     EQUIVALENT,
@@ -175,13 +176,16 @@ def machine_facts(run: SavedRun) -> tuple[str, str, str]:
         gpu + (f" (peak memory used {max(peak) / 2**30:.1f} GiB)" if peak else ""),
         f"{memory / 2**30:.0f} GiB memory" if isinstance(memory, (int, float)) else "host memory not recorded",
     ]
+    gpu_software, gpu_settings = gpuinfo.header(m.get("gpu"))  # nvidia-smi's reading: driver, clocks, power limit
     software = [
         f"TensorFlow {m.get('tf_version') or infos[0].get('tf_version', '?')}",
         f"Keras {m.get('keras_version') or infos[0].get('keras_version', '?')}",
         f"Python {m['python']}" if m.get("python") else "",
         f"CUDA {m['cuda_version']}, cuDNN {m.get('cudnn_version', '?')}" if dev.get("kind") == "GPU" else "",
+        gpu_software,
     ]
     settings = [
+        gpu_settings,
         f"ISA {m['isa']}" if m.get("isa") else "",
         f"oneDNN {m['onednn_opts']}" if m.get("onednn_opts") else "",
         f"threads intra/inter {m.get('intra_op_threads', 0) or 'default'}/{m.get('inter_op_threads', 0) or 'default'}",

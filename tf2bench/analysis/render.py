@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from tf2bench import storage
+from tf2bench import gpuinfo, storage
 from tf2bench.analysis import html
 from tf2bench.analysis.charts import charts, png  # noqa: F401  (png: history's charts use it too)
 from tf2bench.analysis.report import (
@@ -126,6 +126,7 @@ def notes(df: pd.DataFrame, runs: Sequence[SavedRun] = ()) -> list[str]:
         if not r.has_round_data
     ]
     out += fastest_equivalent(df)
+    out += list(dict.fromkeys(n for r in runs if (n := gpuinfo.clock_note(r.machine.get("gpu")))))  # once each
     noisy = df[df["noisy"]]
     if len(noisy):
         out.append(
@@ -228,6 +229,7 @@ def _machine_line(m: dict[str, Any]) -> str:
         f"threads {m.get('intra_op_threads', 0) or 'default'}/{m.get('inter_op_threads', 0) or 'default'}",
         f"XLA flags {m['xla_flags']}" if m.get("xla_flags") else "",
         f"TF {m.get('tf_version', '?')}, Keras {m.get('keras_version', '?')}",
+        *gpuinfo.header(m.get("gpu")),  # driver, then each GPU's clocks and power limit
     ]
     return "; machine: " + ", ".join(x for x in parts if x)
 
