@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import tf2bench
-from tf2bench import presets, runner
+from tf2bench import calibration, presets, runner
 from tf2bench.presets import Preset
-from tf2bench.suite import parse_options
-from tf2bench.timing import calibrate, calibrated_steps, planned_rounds
+from tf2bench.suite import calibration_line, parse_options
+from tf2bench.timing import calibrate, calibrated_steps, cap_note, planned_rounds, step_cap
 
 
 @pytest.mark.parametrize(
@@ -125,12 +125,12 @@ def test_presets(monkeypatch):
 def test_window_plan_calibrates_once_per_workload_and_api(test_presets, monkeypatch):
     calls = []
 
-    def fake_calibrate(workload, api, dataset, config, min_window_s, max_steps):
+    def fake_calibrate(workload, api, dataset, config, min_window_s, max_steps, max_window_bytes):
         calls.append((workload.name, api, config.steps, min_window_s, max_steps))
         return {"min_window_s": min_window_s, "max_steps": max_steps, "floor_steps": config.steps, "steps": 40,
                 "step_s": 0.001, "reference_loop": "graph_loop"}  # fmt: skip
 
-    monkeypatch.setattr(runner, "calibrate_case", fake_calibrate)
+    monkeypatch.setattr(calibration, "calibrate_case", fake_calibrate)
     opts = parse_options({"preset": CALIBRATED.name, "workload": "mnist", "api": "sequential,functional"}, {})
     cache, said = {}, []
     for seed in (0, 1):
@@ -162,7 +162,7 @@ def test_window_plan_calibrates_once_per_workload_and_api(test_presets, monkeypa
 
 def test_a_model_no_reference_loop_runs_keeps_the_preset_steps(test_presets, monkeypatch):
     error = {"min_window_s": 0.03, "max_steps": 64, "floor_steps": 4, "error": "graph_loop: ValueError: no"}
-    monkeypatch.setattr(runner, "calibrate_case", lambda *args: dict(error))
+    monkeypatch.setattr(calibration, "calibrate_case", lambda *args, **kwargs: dict(error))
     opts = parse_options({"preset": CALIBRATED.name, "workload": "mnist"}, {})
     config, windows = opts.window_plan("mnist", "sequential", 0, None, {})
     assert (config.steps, windows.source, windows.calibration["error"]) == (4, "preset", error["error"])
@@ -200,8 +200,11 @@ def test_a_calibrated_preset_gives_every_loop_of_a_case_the_same_steps_and_recor
     cal = records["fit"]["calibration"]
     assert cal["reference_loop"] == "graph_loop"
     assert cal["step_s"] > 0
-    assert (cal["min_window_s"], cal["max_steps"], cal["floor_steps"], cal["min_rounds"]) == (0.03, 64, 4, 2)
-    assert cal["steps"] == calibrated_steps(cal["step_s"], 0.03, 4, 64)
+    assert (cal["min_window_s"], cal["floor_steps"], cal["min_rounds"]) == (0.03, 4, 2)
+    # the cap: the preset's ceiling of 64 steps, or 4 x the steps of 0.03 s at the first probe's pace if fewer
+    assert cal["max_steps"] <= 64
+    assert cal["cap_by"] == ("ceiling" if cal["max_steps"] == 64 else "time")
+    assert cal["steps"] == calibrated_steps(cal["step_s"], 0.03, 4, cal["max_steps"])
     assert cal["probes"][0][0] == 4
     assert len(cal["probes"]) >= 3
     settle = runner.SETTLE_TO - CALIBRATED.warmup_steps
@@ -217,6 +220,46 @@ def test_a_calibrated_preset_gives_every_loop_of_a_case_the_same_steps_and_recor
         assert "2 rounds, not 3" in info["rounds_reason"]
         # the test set is evaluated after min_rounds windows in every loop: the quality tier compares like with like
         assert info["eval_steps"] == CALIBRATED.warmup_steps + settle + 2 * info["steps"]
+
+
+@pytest.mark.parametrize(
+    ("probe_step_s", "memory_cap", "ceiling", "expected"),
+    [
+        (0.005, 10_000, 100_000, (160, "time")),  # a CPU CNN step: 4 x the 40 steps 0.2 s needs
+        (1.65e-4, 100_000, 100_000, (4849, "time")),  # the example MLP here: 1,213 steps for 0.2 s, x 4
+        (1e-4, 682, 100_000, (682, "memory")),  # a GPU CIFAR-100 step: 256 MiB of its batches bind first
+        (1e-7, 10**9, 100_000, (100_000, "ceiling")),
+        (10.0, 10_000, 100_000, (15, "time")),  # the floor wins: a cap never shortens a window
+    ],
+)
+def test_the_step_cap_is_set_by_time_and_memory(probe_step_s, memory_cap, ceiling, expected):
+    assert step_cap(probe_step_s, 0.2, 15, memory_cap, ceiling) == expected
+
+
+def test_a_binding_cap_is_said_in_the_record_and_the_progress_line():
+    cal = {"min_window_s": 0.2, "floor_steps": 15, "max_steps": 682, "cap_by": "memory", "reference_loop": "graph_loop"}
+    assert cap_note({**cal, "steps": 480, "step_s": 1e-3}) is None  # under the cap: 0.48 s
+    assert cap_note({**cal, "steps": 682, "step_s": 1e-3}) is None  # at the cap, but long enough
+    note = cap_note({**cal, "steps": 682, "step_s": 1e-4})
+    assert note == "windows capped at 682 steps by memory last ~0.0682 s, under the preset's 0.2 s minimum: more " \
+        "timer and launch jitter per window"  # fmt: skip
+    line = calibration_line("cifar100", "functional", {**cal, "steps": 682, "step_s": 1e-4, "cap_note": note})
+    assert line.endswith(f"cap 682 by memory): {note}")
+
+
+CAPPED = Preset(
+    "capped_test", "a ceiling the MLP's windows hit", default_steps=4, rounds=3, min_window_s=0.05, max_steps=8
+)
+
+
+@pytest.mark.slow
+def test_a_run_whose_cap_binds_says_so_in_every_record(monkeypatch, tmp_path):
+    monkeypatch.setitem(presets.PRESETS, CAPPED.name, CAPPED)
+    records = saved_records(tf2bench.benchmark(MLP, ["tf_function", "graph_loop"], preset=CAPPED.name, save=tmp_path))
+    for info in records.values():
+        cal = info["calibration"]
+        assert (cal["steps"], cal["max_steps"], cal["cap_by"]) == (8, 8, "ceiling")  # 8 steps of ~0.2 ms < 0.05 s
+        assert cal["cap_note"].startswith("windows capped at 8 steps by ceiling")
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "workloads": 2,  # what is trained
     "loops": 3,  # how it is trained
     "runner": 4,  # the one run sequence
+    "calibration": 4,  # calibrated windows, on a real run of the reference loop
     "suite": 5,  # options and cases
     **dict.fromkeys(
         ("api", "pytest_plugin", "cli", "tb", "doctor", "multiworker", "worker", "variants", "distribute"), 6

@@ -94,23 +94,6 @@ def device() -> dict[str, Any]:
     return {"kind": "CPU", "name": cpu_name(), "count": 1, "cores": os.cpu_count()}
 
 
-def reset_peak_memory() -> None:
-    """Start a fresh peak-memory window on the GPU (no-op on CPU, where TF reports zeros)."""
-    import tensorflow as tf
-
-    if device()["kind"] == "GPU":
-        tf.config.experimental.reset_memory_stats("GPU:0")
-
-
-def peak_memory_bytes() -> int | None:
-    """Peak device memory since the last reset, on a GPU; None on CPU."""
-    import tensorflow as tf
-
-    if device()["kind"] != "GPU":
-        return None
-    return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
-
-
 @cache
 def versions() -> dict[str, str]:
     import keras

@@ -23,7 +23,11 @@ class Preset:
     # Calibrated windows (pyperf's min_time): with min_window_s set, ``steps`` is the floor and each workload and
     # API gets the steps that make its reference loop's window last min_window_s, at most max_steps (tf2bench.runner).
     min_window_s: float | None = None
-    max_steps: int = 500  # the cap: window arrays of 500 CIFAR-sized batches of 32 are ~200 MB
+    # The cap on a calibrated window is set by memory and by time, never by a fixed step count (a GPU step of a small
+    # model takes ~0.1 ms: 500 steps were 50 ms, a quarter of quick's minimum): the window's own arrays (fit and
+    # tf_function copy each window's batches) at most max_window_bytes, and a sanity ceiling of max_steps.
+    max_steps: int = 100_000
+    max_window_bytes: int = 256 * 2**20
     # A loop whose rounds would take longer than this in all (eager, tutorial: slow steps, same steps per window)
     # runs fewer, never fewer than min_rounds; the record says why. Calibrated windows only; --rounds turns it off.
     round_budget_s: float | None = None
@@ -51,7 +55,6 @@ PRESETS: dict[str, Preset] = {
             train_size={"mnist": 4000, "cifar100": 5000},
             test_size={"mnist": 1000, "cifar100": 1000},
             min_window_s=0.2,
-            max_steps=500,
             round_budget_s=5.0,
             min_rounds=3,
         ),
@@ -73,7 +76,7 @@ PRESETS: dict[str, Preset] = {
             train_size={"mnist": 4000, "cifar100": 10000},
             test_size={"mnist": 1000, "cifar100": 2000},
             min_window_s=1.0,
-            max_steps=1000,
+            max_window_bytes=512 * 2**20,
             round_budget_s=30.0,
             min_rounds=5,  # a Mann-Whitney test between two runs can still reach p < 0.01 (5 vs 5 rounds)
         ),

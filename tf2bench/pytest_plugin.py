@@ -250,9 +250,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             f"overhead {100 * overhead['overhead']:+.2f}% ±{100 * overhead['noise']:.2f}% "
             f"(whole call {100 * overhead['call_overhead']:+.2f}%; a figure, not a check"
             f"{', beyond its noise' if o.get('paired_outside_noise') else ''}); checked: bookkeeping "
-            f"{o['bookkeeping_us_per_step']:.1f} µs/step = {100 * o['bookkeeping']:.3f}% of a step, "
-            f"limit {100 * overhead['max_overhead']:.0f}%"
+            f"{o['bookkeeping_us_per_step']:.1f} µs/step (limit {o.get('max_bookkeeping_us', 10.0):g} µs) = "
+            f"{100 * o['bookkeeping']:.3f}% of a {o.get('step_ms', float('nan')):.3f} ms step"
         )
+        if o["bookkeeping"] > 0.01:  # a fast step: the harness's few microseconds are a visible share of it
+            tr.write_line(
+                f"note: the harness's bookkeeping is {100 * o['bookkeeping']:.1f}% of this step: figures of loops "
+                "driven from Python per step (tf_function, tf_data, eager) carry it; graph_loop and fit_spe do not"
+            )
     results = config.stash.get(RESULTS_KEY, None)
     if not results:
         return
@@ -276,6 +281,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             f"{len(noisy)} figure(s) vary by more than {100 * NOISY_CV:.0f}% between rounds (NOISY): "
             "use --repeat, --preset rigorous, or a quieter machine before trusting them"
         )
+    for (workload, api), cal in config.stash.get(CALIBRATION_KEY, {}).items():
+        if cal.get("cap_note"):  # a calibrated window that could not reach the preset's minimum time
+            tr.write_line(f"note: {workload} {api}: {cal['cap_note']}")
     traces = config.stash.get(TRACE_DIR_KEY, None)
     if traces is not None:
         profiled = [r["profile"] for r in results if r.get("profile")]

@@ -12,7 +12,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,6 @@ from tf2bench.workloads.data import Dataset
 # Calibrated windows: untimed steps after the warm-up up to this step, where the weight tier's checkpoint falls
 # (analysis/equivalence.py: 8..32; long windows would end past it) and where each loop's window time is estimated.
 SETTLE_TO = 16
-# The loop whose step calibrates a case's windows: the fastest standard fp32 loop (no Python per step); the next
-# one if the model breaks it.
-CALIBRATION_LOOPS = ("graph_loop", "tf_function")
 
 
 @dataclass(frozen=True)
@@ -272,30 +269,6 @@ class BenchmarkRun:
                 **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
             }
         )
-
-
-def calibrate_case(
-    workload: Workload, api: str, dataset: Dataset, config: RunConfig, min_window_s: float, max_steps: int
-) -> dict[str, Any]:
-    """The steps per window of every loop of a case: windows of its reference loop timed after warm-up
-    (timing.calibrate), ``config.steps`` the floor. A model every reference loop breaks gets ``{"error": ...}``:
-    its loops keep the floor."""
-    out: dict[str, Any] = {"min_window_s": min_window_s, "max_steps": max_steps, "floor_steps": config.steps}
-    errors = []
-    for name in CALIBRATION_LOOPS:
-        try:  # room for the probes: at most (repeats + 1) windows of max_steps (timing.calibrate)
-            size = replace(config, steps=max(max_steps, config.steps), rounds=6, profile_steps=0)
-            ref = BenchmarkRun(workload, api, name, dataset, size)
-            ref.warmup()
-            cal = timing.calibrate(lambda n, r=ref: r._run(n).seconds, min_window_s, config.steps, max_steps, repeats=3)
-        except BadInputError:
-            raise  # the declaration or data is wrong: the case's loops fail with it
-        except Exception as exc:  # a loop this model breaks: try the next, say why
-            errors.append(f"{name}: {type(exc).__name__}: {reason(exc)}")
-            continue
-        probes = [[n, s] for n, s in cal.probes]
-        return {**out, "reference_loop": name, "step_s": cal.step_s, "steps": cal.steps, "probes": probes}
-    return {**out, "error": "; ".join(errors)}
 
 
 Rounds = Callable[[Callable[[], float], int], None]

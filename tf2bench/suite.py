@@ -130,13 +130,16 @@ class SuiteOptions:
         same steps; repeats repeat the same measurement). ``--steps`` or ``--epochs`` fix the windows instead, and
         ``--rounds`` turns off the round budget. ``say(line)``, if given, announces each calibration.
         """
-        from tf2bench.runner import Windows, calibrate_case
+        from tf2bench.calibration import calibrate_case
+        from tf2bench.runner import Windows
 
         config, p = self.run_config(workload, seed), self.preset
         if config.epochs or self.steps or p.min_window_s is None:
             return config, Windows(source="epochs" if config.epochs else "option" if self.steps else "preset")
         if (workload, api) not in cache:
-            cal = calibrate_case(get_workload(workload), api, dataset, config, p.min_window_s, p.max_steps)
+            cal = calibrate_case(
+                get_workload(workload), api, dataset, config, p.min_window_s, p.max_steps, p.max_window_bytes
+            )
             budget = None if self.rounds else p.round_budget_s
             cache[workload, api] = {**cal, "round_budget_s": budget, "min_rounds": p.min_rounds}
             if say is not None:
@@ -169,11 +172,12 @@ def calibration_line(workload: str, api: str, cal: dict[str, Any]) -> str:
     """What the progress output says about a case's calibration."""
     if "error" in cal:
         return f"tf2bench: {workload} {api}: windows not calibrated, {cal['floor_steps']} steps ({cal['error']})"
-    return (
+    line = (
         f"tf2bench: {workload} {api}: windows of {cal['steps']} steps ({cal['reference_loop']} "
         f"{1000 * cal['step_s']:.2f} ms/step; >= {cal['min_window_s']:g} s, floor {cal['floor_steps']}, "
-        f"cap {cal['max_steps']})"
+        f"cap {cal['max_steps']}{' by ' + cal['cap_by'] if cal.get('cap_by') else ''})"
     )
+    return f"{line}: {cal['cap_note']}" if cal.get("cap_note") else line
 
 
 def _optional_int(name: str, value: Any) -> int | None:

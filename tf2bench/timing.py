@@ -131,7 +131,7 @@ def window_stats(
 
 
 # Window calibration (pyperf's): how many steps make a window long enough to time, and how many rounds a slow loop
-# can afford. Pure functions of measured times; tf2bench.runner.calibrate_case runs them on a real loop.
+# can afford. Pure functions of measured times; tf2bench.calibration.calibrate_case runs them on a real loop.
 
 
 def calibrated_steps(step_s: float, min_window_s: float, floor: int, cap: int) -> int:
@@ -152,6 +152,38 @@ def calibrated_steps(step_s: float, min_window_s: float, floor: int, cap: int) -
     while steps < need and steps < cap:
         steps *= 2
     return max(floor, min(cap, steps))
+
+
+# A window may need this many times the steps the first probe's pace says before the time cap binds: the pace after
+# warm-up still improves (caches, autotuning) and machines here vary 1.7x between runs.
+TIME_CAP_FACTOR = 4
+
+
+def step_cap(probe_step_s: float, min_window_s: float, floor: int, memory_cap: int, ceiling: int) -> tuple[int, str]:
+    """(the most steps a calibrated window may have, what sets it: "time", "memory" or "ceiling").
+
+    Set by time: ``TIME_CAP_FACTOR`` x the steps that last ``min_window_s`` at the probe's pace, so a fast device
+    (a GPU step of ~0.1 ms) reaches the preset's minimum time where a fixed step count would stop it short; by
+    memory: the window's arrays (``memory_cap`` steps of batches); and a sanity ``ceiling``. Never below ``floor``.
+    """
+    if not probe_step_s > 0:
+        raise ValueError(f"probe step time must be positive, got {probe_step_s!r}")
+    by_time = math.ceil(TIME_CAP_FACTOR * min_window_s / probe_step_s)
+    cap, by = min((by_time, "time"), (memory_cap, "memory"), (ceiling, "ceiling"))
+    return max(cap, floor), by
+
+
+def cap_note(cal: dict) -> str | None:
+    """What to say when a calibrated window is shorter than the preset's minimum because its cap bound (None if not)."""
+    if "steps" not in cal or "step_s" not in cal:
+        return None
+    window_s = cal["steps"] * cal["step_s"]
+    if cal["steps"] < cal.get("max_steps", math.inf) or window_s >= cal["min_window_s"]:
+        return None
+    return (
+        f"windows capped at {cal['steps']} steps by {cal.get('cap_by', 'the cap')} last ~{window_s:.3g} s, under the "
+        f"preset's {cal['min_window_s']:g} s minimum: more timer and launch jitter per window"
+    )
 
 
 @dataclass(frozen=True)

@@ -232,3 +232,39 @@ def test_graph_mixed_stacks_the_in_graph_loop_and_mixed_precision(tiny):
     assert info["traces"] == 1  # one block trace for warm-up and every window
     assert info["weight_tier"]["tolerance"] is None  # bf16: judged by the quality tier, and the record says why
     assert info["peak_dtype"] == info["compute_dtype"]  # MFU against the peak of its own precision
+
+
+@pytest.mark.parametrize(
+    ("gpus", "switch", "override", "expected"),
+    [
+        ([(8, 0)], True, None, True),  # an A100: TF32 is TensorFlow's default there
+        ([(7, 0), (9, 0)], True, None, True),  # any Ampere+ GPU in the process
+        ([(7, 5)], True, None, False),  # a T4: no TF32 units
+        ([(8, 6)], False, None, False),  # tf.config.experimental.enable_tensor_float_32_execution(False)
+        ([(9, 0)], True, "0", False),  # NVIDIA_TF32_OVERRIDE=0 turns it off in the CUDA libraries
+        ([], True, None, False),  # a CPU
+    ],
+)
+def test_tf32_is_detected_and_widens_the_weight_tier(monkeypatch, gpus, switch, override, expected):
+    import types
+
+    import tensorflow as tf
+
+    from tf2bench.analysis import equivalence
+    from tf2bench.loops import base
+    from tf2bench.loops.compiled import TfFunction, Xla
+
+    devices = [types.SimpleNamespace(name=f"/physical_device:GPU:{i}", cc=cc) for i, cc in enumerate(gpus)]
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: devices if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda d: {"compute_capability": d.cc})
+    monkeypatch.setattr(tf.config.experimental, "tensor_float_32_execution_enabled", lambda: switch)
+    if override is None:
+        monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    else:
+        monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", override)
+    assert base.tf32_in_use() is expected
+    ctx = types.SimpleNamespace(model=None, config=RunConfig())
+    for loop, fp32 in ((TfFunction, equivalence.TOL_FP32), (Xla, equivalence.TOL_XLA)):
+        tier = loop(ctx).weight_tier()
+        assert tier["tolerance"] == (equivalence.TOL_TF32 if expected else fp32), (loop.name, tier)
+        assert (tier["basis"] == "tf32") is expected

@@ -48,8 +48,14 @@ DEFAULT_MARGIN_PP = 1.0  # practical margin: a smaller accuracy difference never
 # - bf16 compute (mixed): inputs of every matmul/conv are rounded to bf16, u = 2^-8 per element, so one step's
 #   update may move by a few percent, amplified as above to tens of percent: a share comparable to a defect's.
 #   The loop declares no tolerance and the quality tier judges it.
+# - TF32 (float32 matmuls and convolutions on an Ampere or newer GPU, TensorFlow's default there): every input is
+#   rounded to a 10-bit mantissa, u = 2^-11. Two loops that differ in any summation order hold inputs a rounding
+#   apart, and each may then round to the other side of a TF32 step: each product moves by up to 2 u = 2^-10 of
+#   itself, with or without cancellation counted as for fp32, on top of the fp32 reordering's 2^-9: one step's update
+#   ~2^-8.4 of itself, 2^3 of amplification as above, and XLA's re-association on top (x2): 2^-4.
 TOL_FP32 = 2.0**-6
 TOL_XLA = 2.0**-5
+TOL_TF32 = 2.0**-4
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ measure, profile in marked blocks of the same step unrolled (``train_steps_per_m
 from __future__ import annotations
 
 import contextlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -99,6 +100,23 @@ def train_step(model: Any, optimizer: Any, loss_fn: Any, x: Any, y: Any) -> Any:
     grads = tape.gradient(scaled, model.trainable_variables)
     optimizer.apply(grads, model.trainable_variables)
     return loss
+
+
+def tf32_in_use() -> bool:
+    """Whether float32 matmuls and convolutions run as TF32 here: TensorFlow's switch on (its default), an Ampere or
+    newer GPU (compute capability >= 8.0), and no ``NVIDIA_TF32_OVERRIDE=0`` (which turns TF32 off in the CUDA
+    libraries whatever TensorFlow's switch says). Never on a CPU."""
+    import tensorflow as tf
+
+    if os.environ.get("NVIDIA_TF32_OVERRIDE", "").strip() == "0":
+        return False
+    if not tf.config.experimental.tensor_float_32_execution_enabled():
+        return False
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
+        if tuple(capability) >= (8, 0):
+            return True
+    return False
 
 
 def loss_scaled(optimizer: Any, model: Any) -> Any:
@@ -233,6 +251,13 @@ class Variant(ABC):
                 "basis": "random stream",
                 "why": f"random layers ({', '.join(random_layers)}) draw other values in this loop than in fit "
                 "(XLA's own RNG, or one stream per replica), so the verdict falls back to the quality tier",
+            }
+        if tf32_in_use():
+            return {
+                "tolerance": equivalence.TOL_TF32,
+                "basis": "tf32",
+                "why": "float32 matmuls and convolutions run as TF32 on this GPU (inputs rounded to 10 bits)"
+                + (", fused and reordered by XLA" if self.jit() else ", other kernels or summation order"),
             }
         if self.jit():
             return {"tolerance": equivalence.TOL_XLA, "basis": "xla", "why": "fp32 fused and reordered by XLA"}
