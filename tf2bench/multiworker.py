@@ -20,6 +20,10 @@ cluster and its own index (worker 0 is the chief and saves the run; it prints th
 There, ``--timeout`` (a watchdog inside each worker) bounds the run, and the strategy's
 own health checks make peers of a lost worker fail rather than wait.
 
+On a GPU host the launcher gives each worker its own GPUs: contiguous, equal groups of the visible ones
+(``CUDA_VISIBLE_DEVICES`` if set, else ``nvidia-smi -L``; ``--gpus-per-worker`` sets the group size), memory growth
+on; more workers than GPUs is refused (NCCL refuses two ranks on one device). Replicas = workers x GPUs per worker.
+
 Every worker also writes ``OUT/worker-<i>.json`` (its weights' fingerprints and window times; the chief's
 names the saved run file) and ``OUT/worker-<i>-weights.npz``, each atomically (tf2bench.storage).
 """
@@ -41,7 +45,14 @@ from tf2bench.analysis import runs
 from tf2bench.errors import Tf2benchError
 from tf2bench.loops import RunConfig
 from tf2bench.loops.distributed import split_batch
-from tf2bench.worker import WorkerFailedError, WorkerSpec, run_worker
+from tf2bench.worker import (
+    WorkerFailedError,
+    WorkerSpec,
+    partition_gpus,
+    run_worker,
+    visible_gpus,
+    worker_environments,
+)
 
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -58,10 +69,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def tf_config(cluster: list[str], index: int) -> str:
-    return json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -81,19 +88,26 @@ def launch(
     timeout: float = DEFAULT_TIMEOUT_S,
     env: dict[str, str] | None = None,
     single_replica_samples_per_sec: float | None = None,
+    gpus_per_worker: int | None = None,
 ) -> dict[str, Any]:
     """Run ``workers`` local worker processes over loopback; return the chief's result record (the saved
     benchmark's extra_info) plus ``run_file``: the numbered run the chief saved under ``storage``.
 
     ``single_replica_samples_per_sec`` (one worker's samples/s on the same spec) adds the scaling efficiency
-    to the record before it is saved (see ``launch_scaling``).
+    to the record before it is saved (see ``launch_scaling``). ``gpus_per_worker``: see partition_gpus.
 
     Raises WorkerFailedError (naming the worker, its exit code and its log's tail) as soon as one worker
     fails or ``timeout`` seconds pass; every worker still running is killed first.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    split_batch(spec.batch_size, workers, spec.scaling)  # a batch strong scaling cannot split: fail before starting
+    base_env = {**os.environ, **(env or {})}
+    gpus = visible_gpus(base_env)
+    local = len(partition_gpus(gpus, workers, gpus_per_worker)[0])  # before starting anything: refuses too few GPUs
+    # Replicas = workers x local devices (GPUs, or the one CPU): a batch strong scaling cannot split fails here.
+    split_batch(spec.batch_size, workers * max(local, 1), spec.scaling)
+    if idle := len(gpus) - workers * local:
+        print(f"multi_worker: {workers} workers x {local} GPU(s) leave {idle} of {len(gpus)} idle", file=sys.stderr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(workers):  # a chief's record left from an earlier launch must not name its run as this one's
@@ -101,7 +115,7 @@ def launch(
     cluster = [f"127.0.0.1:{p}" for p in free_ports(workers)]
     procs: list[subprocess.Popen] = []
     logs = [out / f"worker-{i}.log" for i in range(workers)]
-    base_env = {**os.environ, **(env or {})}
+    envs = worker_environments(base_env, cluster, gpus, gpus_per_worker)
     worker_timeout = str(timeout + 30)  # the workers' own watchdog: a backstop should this launcher die
     chief_args = ["--storage", str(Path(storage).absolute())]  # the one the chief saves in, whatever its cwd
     if single_replica_samples_per_sec is not None:
@@ -113,7 +127,7 @@ def launch(
                     subprocess.Popen(
                         [sys.executable, "-m", "tf2bench.multiworker", "worker", *spec.argv(), "--out", str(out)]
                         + ["--timeout", worker_timeout, *chief_args],
-                        env={**base_env, "TF_CONFIG": tf_config(cluster, i)},
+                        env=envs[i],
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )
@@ -158,22 +172,35 @@ def launch_scaling(
     *,
     storage: Path = runs.DEFAULT_STORAGE,
     timeout: float = DEFAULT_TIMEOUT_S,
+    gpus_per_worker: int | None = None,
 ) -> dict[str, Any]:
-    """``launch`` one worker alone, then ``workers`` together, on the same case; the N-worker record gains
-    ``scaling_efficiency`` = N-worker samples/s / (N x 1-worker samples/s) (global samples on both sides)
-    before its chief saves it under ``storage``. The 1-worker run is saved apart, under OUT/1-worker/benchmarks:
-    a baseline, not a second result beside the one asked for.
+    """``launch`` one worker with one replica (one GPU on a GPU host), then ``workers`` together, on the same case;
+    the N-worker record gains ``scaling_efficiency`` = its samples/s / (R x 1-replica samples/s), R its replicas
+    (workers x GPUs each), global samples on both sides, before its chief saves it under ``storage``. The 1-worker
+    run is saved apart, under OUT/1-worker/benchmarks: a baseline, not a second result beside the one asked for.
 
     The same spec on one worker trains what the mirrored loops' 1-replica twin does: under strong scaling the
-    same global batch G (so efficiency = (t_1 / t_N) / N, the speed-up over N), under weak one per-replica
-    batch (N workers train N x that batch, so efficiency = t_1 / t_N).
+    same global batch G (so efficiency = (t_1 / t_R) / R, the speed-up over R), under weak one per-replica
+    batch (R replicas train R x that batch, so efficiency = t_1 / t_R).
 
     The two runs follow each other (not interleaved like mirrored's windows): quote it with that caveat.
     """
     out = Path(out)
-    single = launch(1, spec, out / "1-worker", storage=out / "1-worker" / "benchmarks", timeout=timeout)
+    one = min(1, len(visible_gpus(os.environ)) if gpus_per_worker is None else gpus_per_worker)  # 1 GPU, or the CPU
+    single = launch(
+        1, spec, out / "1-worker", storage=out / "1-worker" / "benchmarks", timeout=timeout, gpus_per_worker=one
+    )
+    if single["replicas"] != 1:  # the efficiency's denominator is one replica's speed
+        raise WorkerFailedError(f"multi_worker: the 1-worker baseline ran {single['replicas']} replicas, not 1")
+    rate = single["samples_per_sec"]
     return launch(
-        workers, spec, out, storage=storage, timeout=timeout, single_replica_samples_per_sec=single["samples_per_sec"]
+        workers,
+        spec,
+        out,
+        storage=storage,
+        timeout=timeout,
+        single_replica_samples_per_sec=rate,
+        gpus_per_worker=gpus_per_worker,
     )
 
 
@@ -206,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     launch_p = sub.add_parser("launch", help="start N workers on this machine over 127.0.0.1")
     launch_p.add_argument("--workers", type=int, default=2)
     launch_p.add_argument("--efficiency", action="store_true", help="also time 1 worker alone: scaling_efficiency")
+    launch_p.add_argument(
+        "--gpus-per-worker", type=int, default=None, help="GPUs each worker gets (default: GPUs // workers; 0: CPU)"
+    )
     _spec_args(launch_p)
     worker_p = sub.add_parser("worker", help="be one worker of the cluster in TF_CONFIG")
     _spec_args(worker_p)
@@ -222,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "launch":
             run = launch_scaling if args.efficiency else launch
-            info = run(args.workers, spec, args.out, storage=args.storage, timeout=args.timeout)
+            gpus = args.gpus_per_worker
+            info = run(args.workers, spec, args.out, storage=args.storage, timeout=args.timeout, gpus_per_worker=gpus)
             eff = info["scaling_efficiency"]
             print(
                 f"multi_worker: {info['workers']} workers, {info['replicas']} replicas, {info['scaling']} scaling, "

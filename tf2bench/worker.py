@@ -1,14 +1,21 @@
-"""One ``multi_worker`` worker process: trains its replica in lockstep with the others; the chief (worker 0)
-records the benchmark and saves it as an ordinary numbered run. Launched by ``tf2bench.multiworker``, or one
-per host with ``TF_CONFIG`` set (see that module)."""
+"""One ``multi_worker`` worker process: trains its replicas (its GPUs, or its CPU) in lockstep with the others; the
+chief (worker 0) records the benchmark and saves it as an ordinary numbered run. Launched by ``tf2bench.multiworker``,
+or one per host with ``TF_CONFIG`` set (see that module); the environment the launcher gives each worker (TF_CONFIG,
+its own GPUs) is decided here, by pure functions."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tf2bench.analysis import runs
-from tf2bench.errors import Tf2benchError
+from tf2bench.errors import BadInputError, Tf2benchError
 from tf2bench.loops import RunConfig
 from tf2bench.storage import atomic_write
 
@@ -39,12 +46,12 @@ class WorkerSpec:
     dataset: str = "synthetic"
     train_size: int | None = None
     test_size: int | None = None
-    batch_size: int = 32  # the global batch, split over the workers (strong); per replica with scaling="weak"
+    batch_size: int = 32  # the global batch, split over the replicas (strong); per replica with scaling="weak"
     steps: int = 20
     rounds: int = 3
     warmup_steps: int = 1
     seed: int = 0
-    scaling: str = "strong"  # as the suite's --scaling (RunConfig.scaling; one replica per CPU worker)
+    scaling: str = "strong"  # as the suite's --scaling (RunConfig.scaling); replicas = workers x GPUs (or 1 CPU) each
 
     def argv(self) -> list[str]:
         out = []
@@ -61,6 +68,86 @@ def scaling_record(info: dict[str, Any], single_replica_samples_per_sec: float) 
         "scaling_efficiency": info["samples_per_sec"] / (info["replicas"] * single_replica_samples_per_sec),
         "scaling_method": "sequential launches: 1 worker, then N",
     }
+
+
+# Where each worker runs: its TF_CONFIG and, on a GPU host, GPUs of its own. Pure functions of the launcher's
+# environment (nvidia-smi aside), so a fake host tests them.
+
+
+def tf_config(cluster: list[str], index: int) -> str:
+    return json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})
+
+
+def cuda_visible(value: str) -> list[str]:
+    """The GPUs a ``CUDA_VISIBLE_DEVICES`` value shows, in its order: indices or UUIDs (GPU-..., MIG-...). CUDA
+    stops at the first entry that is neither (``-1``, an empty one), and so does this: ``""`` or ``-1`` is none."""
+    out = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not re.fullmatch(r"\d+|(GPU|MIG)-\S+", entry):
+            break
+        out.append(entry)
+    return out
+
+
+def visible_gpus(env: Mapping[str, str]) -> list[str]:
+    """The GPUs workers started with ``env`` may use, counted without initialising CUDA in this process: the user's
+    ``CUDA_VISIBLE_DEVICES`` if set (their choice, partitioned as given), else ``nvidia-smi -L``'s indices, else none.
+
+    Not tf.config.list_physical_devices: it initialises CUDA here, a context on every GPU (and seconds) in a process
+    that trains nothing. The workers are fresh interpreters (Popen execs them), never forks of a CUDA process."""
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return cuda_visible(env["CUDA_VISIBLE_DEVICES"])
+    smi = shutil.which("nvidia-smi", path=env.get("PATH"))
+    if smi is None:
+        return []
+    try:
+        proc = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60, env=dict(env))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"multi_worker: `nvidia-smi -L` failed ({exc}): CPU workers", file=sys.stderr)
+        return []
+    if proc.returncode != 0:  # e.g. no driver loaded: CUDA would see no GPU either
+        print(f"multi_worker: `nvidia-smi -L` exited {proc.returncode}: CPU workers", file=sys.stderr)
+        return []
+    return re.findall(r"^GPU (\d+):", proc.stdout, flags=re.MULTILINE)
+
+
+def partition_gpus(gpus: Sequence[str], workers: int, per_worker: int | None = None) -> list[list[str]]:
+    """Each worker's GPUs: contiguous, equal, disjoint groups of ``gpus``, ``per_worker`` each (default: as many
+    as divide evenly; 0: none, CPU workers). BadInputError when the workers cannot each have their own."""
+    if per_worker is None:
+        if gpus and workers > len(gpus):
+            raise BadInputError(
+                f"multi_worker: {workers} workers on {len(gpus)} GPU(s) ({','.join(gpus)}): each worker needs GPUs "
+                f"of its own (NCCL refuses two ranks on one device); use --workers {len(gpus)} or fewer, or "
+                "--gpus-per-worker 0 for CPU workers"
+            )
+        per_worker = len(gpus) // workers
+    elif per_worker < 0 or workers * per_worker > len(gpus):
+        raise BadInputError(
+            f"multi_worker: --gpus-per-worker {per_worker} x {workers} workers needs {workers * per_worker} GPUs, "
+            f"{len(gpus)} are visible ({','.join(gpus) or 'none'}); valid: 0 to {len(gpus) // workers}"
+        )
+    return [list(gpus[i * per_worker : (i + 1) * per_worker]) for i in range(workers)]
+
+
+def worker_environments(
+    env: Mapping[str, str], cluster: Sequence[str], gpus: Sequence[str], per_worker: int | None = None
+) -> list[dict[str, str]]:
+    """The environment of each worker: ``env`` plus its ``TF_CONFIG`` and, on a GPU host, its own GPUs
+    (``CUDA_VISIBLE_DEVICES``, see partition_gpus) with ``TF_FORCE_GPU_ALLOW_GROWTH=true`` unless ``env`` sets it.
+    No GPU (``gpus`` empty): only TF_CONFIG, the CPU behaviour. Indices from nvidia-smi come with
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (nvidia-smi's order; CUDA's default is fastest first) unless set."""
+    groups = partition_gpus(gpus, len(cluster), per_worker)
+    out = []
+    for i, group in enumerate(groups):
+        worker = {**env, "TF_CONFIG": tf_config(list(cluster), i)}
+        if gpus:
+            if "CUDA_VISIBLE_DEVICES" not in env:
+                worker.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+            worker["CUDA_VISIBLE_DEVICES"] = ",".join(group)  # "": a CPU worker (--gpus-per-worker 0)
+            worker.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        out.append(worker)
+    return out
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -87,10 +174,20 @@ def run_worker(
         watchdog.daemon = True
         watchdog.start()
 
+    gpus = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH") if k in os.environ}
+    settings = " ".join(f"{k}={v}" for k, v in gpus.items()) or "no GPU settings"  # what the launcher gave it
+    print(f"worker {index} of {n}: {settings}", flush=True)
     import tensorflow as tf
 
     # The strategy first: it starts this worker's collective server before any other TensorFlow work.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    given, used = cuda_visible(gpus.get("CUDA_VISIBLE_DEVICES", "")), strategy.extended.worker_devices
+    if given and len(given) != sum("GPU" in d for d in used):  # else a "GPU" run would quietly train elsewhere
+        raise WorkerFailedError(
+            f"worker {index}: given {len(given)} GPU(s) (CUDA_VISIBLE_DEVICES={gpus['CUDA_VISIBLE_DEVICES']}) but "
+            f"TensorFlow trains on {list(used)}: a CPU-only TensorFlow, or GPUs CUDA cannot open; "
+            "--gpus-per-worker 0 runs CPU workers"
+        )
     from tf2bench.loops import distributed as distribute
     from tf2bench.runner import BenchmarkRun, run_case
     from tf2bench.workloads import build, data, get_workload
@@ -116,18 +213,18 @@ def run_worker(
             window()
 
     if index == 0:
-        from tensorflow.python.eager import context
-
         from tf2bench import peak
 
-        # SyncDevice fails in a worker ("Haven't set up remote eager worker"): the MFU peak's matmul windows end
-        # on the eager executor instead, exact on CPU workers (their ops run to completion when called).
-        peak.sync_devices = context.async_wait
+        # sync_devices() fails in a worker (it also targets the peers' devices): the MFU peak's matmul windows end
+        # on this worker's own devices' sync, as the loop's windows do.
+        peak.sync_devices = functools.partial(distribute.sync_local_devices, strategy)
     info = run_case(run, rounds=rounds, record=index == 0, case_id=f"multi_worker-{spec.workload}-{spec.api}")
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "task_index": index,
         "workers": n,
+        "local_devices": list(strategy.extended.worker_devices),
+        **{k.lower(): v for k, v in gpus.items()},
         "init_fingerprint": run.init_fingerprint,
         "final_fingerprint": build.weights_fingerprint(run.model),
         "window_s": [w.seconds for w in run.windows],

@@ -238,13 +238,16 @@ def test_strong_scaling_splits_the_global_batch_or_names_the_valid_choices():
 
 def test_multi_worker_launch_refuses_a_batch_it_cannot_split_before_starting_workers(tmp_path):
     with pytest.raises(BadInputError, match=r"--batch-size 32 does not split evenly over 3 replicas"):
-        launch(3, TINY, tmp_path, timeout=5)
+        launch(3, TINY, tmp_path, timeout=5, **CPU_WORKERS)
     assert not list(tmp_path.iterdir())  # no worker started, nothing written
     spec = WorkerSpec(scaling="weak")
     assert spec.argv()[-2:] == ["--scaling", "weak"]  # what every worker is started with
 
 
 TINY = WorkerSpec(train_size=256, test_size=64, steps=3, rounds=2, warmup_steps=1, seed=3)
+# One CPU replica per worker on any host, a GPU runner too (its GPUs hidden): the CPU path, with the figures below.
+# The GPU partition and a run on real GPUs: tests/test_multiworker_gpu.py.
+CPU_WORKERS = {"gpus_per_worker": 0}
 
 
 def load_weights(path):
@@ -263,7 +266,7 @@ def test_two_local_workers_finish_with_identical_weights_and_the_chief_saves_a_n
     earlier = storage / get_machine_id() / "0001_earlier_20260101_000000.json"
     earlier.parent.mkdir(parents=True)
     earlier.write_text("{}")  # a run already there: the chief's takes the next number and leaves this one alone
-    info = launch(2, TINY, tmp_path, storage=storage, timeout=300)
+    info = launch(2, TINY, tmp_path, storage=storage, timeout=300, **CPU_WORKERS)
     (path,) = storage.glob("*/0002_*.json")
     assert info["run_file"] == str(path)
     assert earlier.read_text() == "{}"
@@ -281,6 +284,8 @@ def test_two_local_workers_finish_with_identical_weights_and_the_chief_saves_a_n
     assert all(c.startswith("127.0.0.1:") for c in info["cluster"])
     workers = [json.loads((tmp_path / f"worker-{i}.json").read_text()) for i in range(2)]
     assert [w["task_index"] for w in workers] == [0, 1]
+    # one CPU device each: replicas = workers x local devices = 2
+    assert [w["local_devices"] for w in workers] == [[f"/job:worker/replica:0/task:{i}/device:CPU:0"] for i in (0, 1)]
     assert workers[0]["final_fingerprint"] == workers[1]["final_fingerprint"] == info["final_fingerprint"]
     assert info["final_fingerprint"] != info["init_fingerprint"]  # they trained
     for a, b in zip(*(load_weights(tmp_path / f"worker-{i}-weights.npz") for i in range(2)), strict=True):
@@ -296,7 +301,7 @@ def test_two_local_workers_finish_with_identical_weights_and_the_chief_saves_a_n
 def test_a_worker_that_dies_fails_the_run_quickly_and_clearly(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(WorkerFailedError, match=r"worker 1 of 2 exited with code 17; stopped the others") as exc:
-        launch(2, TINY, tmp_path, storage=tmp_path / "benchmarks", timeout=240, env={FAIL_ENV: "1"})
+        launch(2, TINY, tmp_path, storage=tmp_path / "benchmarks", timeout=240, env={FAIL_ENV: "1"}, **CPU_WORKERS)
     elapsed = time.monotonic() - t0
     assert elapsed < 120, f"took {elapsed:.0f} s to notice a dead worker"  # not the 240 s limit: at once
     assert f"{FAIL_ENV}=1, exiting after warm-up" in str(exc.value)  # the dead worker's log tail
@@ -306,7 +311,7 @@ def test_a_worker_that_dies_fails_the_run_quickly_and_clearly(tmp_path):
 def test_a_run_that_outlives_its_limit_is_killed(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(WorkerFailedError, match=r"workers \[0, 1\] still running after 2 s; killed them"):
-        launch(2, TINY, tmp_path, storage=tmp_path / "benchmarks", timeout=2)
+        launch(2, TINY, tmp_path, storage=tmp_path / "benchmarks", timeout=2, **CPU_WORKERS)
     assert time.monotonic() - t0 < 30
 
 

@@ -118,6 +118,26 @@ def set_worker_strategy(strategy: Any) -> None:
     _WORKER_STRATEGY = strategy
 
 
+def local_devices(names: list[str], job: str | None, task: int | None) -> list[str]:
+    """Those of ``names`` on task ``task`` of ``job`` (job None: no cluster, all local; no job/task field: local)."""
+    here = (f"/job:{job}/", f"/task:{task}/")  # TF's full names: /job:worker/replica:0/task:1/device:GPU:0
+    return [n for n in names if job is None or "/job:" not in n or (n.startswith(here[0]) and here[1] in n)]
+
+
+def sync_local_devices(strategy: Any = None) -> None:
+    """tf.test.experimental.sync_devices() on this worker's own devices: SyncDevice on each (drains a GPU's compute
+    stream, update kernels included), then async_wait (the eager queue, SyncDevice included). Eager only."""
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    resolver = getattr(strategy, "cluster_resolver", None)
+    job, task = (resolver.task_type, resolver.task_id) if resolver is not None else (None, None)
+    for name in local_devices([d.name for d in tf.config.list_logical_devices()], job, task):
+        with tf.device(name):
+            tf.raw_ops.SyncDevice()
+    context.async_wait()
+
+
 def replicate(ctx: TrainContext, strategy: Any) -> tuple[Any, Any]:
     """The context's model and optimizer rebuilt under ``strategy.scope()``, with the same weights and settings."""
     if ctx.build_model is None:
@@ -282,9 +302,8 @@ class _StrategyStep(Variant):
     def run(self, start: int, steps: int) -> WindowResult:
         self.stopwatch.start()
         loss = iterate_steps(self, start, steps)
-        value = float(loss)  # a host read of the last step ends the window (the only sync multi_worker can use)
-        seconds = self.stopwatch.stop()
-        return WindowResult(seconds, value)
+        seconds = self.stopwatch.stop()  # a device sync ends the window: reading the loss waits for less
+        return WindowResult(seconds, float(loss))
 
 
 class Mirrored(_Distributed, _StrategyStep):
@@ -311,9 +330,9 @@ class MultiWorker(Mirrored):
 
     def __init__(self, ctx: TrainContext, strategy: Any = None) -> None:
         super().__init__(ctx, strategy)
-        # SyncDevice cannot reach the other workers' devices ("Haven't set up remote eager worker"): the window
-        # ends on the host read of its last loss, which waits for every step before it.
-        self.stopwatch = Stopwatch(sync=None)
+        # tf.test.experimental.sync_devices() also targets the peers' devices and fails there ("Haven't set up remote
+        # eager worker"): a window ends on this worker's own devices' sync; the step's all-reduce ties the peers.
+        self.stopwatch = Stopwatch(sync=functools.partial(sync_local_devices, self.strategy))
 
     @classmethod
     def default_strategy(cls) -> Any:
