@@ -131,8 +131,13 @@ WEAK_CHECK = SCRIPT_HEAD + textwrap.dedent(
 )
 
 
-def run_script(code: str, timeout: float = 300) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+# The tests above run on 2 logical CPU devices on any machine, a GPU runner too (its GPUs hidden from the script);
+# the same checks on 2 real GPUs: test_strong_scaling_on_two_gpus.
+HIDE_GPUS = {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def run_script(code: str, timeout: float = 300, env: dict[str, str] | None = None) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore", **(HIDE_GPUS if env is None else env)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
@@ -174,6 +179,26 @@ def test_strong_scaling_mirrored_loops_train_like_fit_on_the_same_batches():
     for key in ("moments_mirrored", "moments_fit_mirrored"):
         assert r[key] <= gradient_rel_error(32), f"gradient scale is off: Adam's moments differ by {r[key]:.2e}"
     assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_strong_scaling_on_two_gpus():
+    """MirroredStrategy over two real GPUs: the CPU test's checks, with TF32 off so float32's unit roundoff (and so
+    the tolerance derived above) holds; with TF32 on, matmuls and convolutions round inputs to 10 mantissa bits."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) < 2:
+        pytest.skip(f"needs 2 GPUs, this machine has {len(gpus)}: the same checks run on 2 logical CPUs above")
+    r = run_script(STRONG_CHECK, env={"NVIDIA_TF32_OVERRIDE": "0"})
+    assert len(r["devices"]) == 2
+    assert all("GPU" in d for d in r["devices"])
+    for rec in (r, r["fit_mirrored"]):
+        assert (rec["batch_size"], rec["global_batch_size"], rec["per_replica_batch_size"]) == (32, 32, 16)
+        check_scaling_record(rec)
+    for pair in ("mirrored_vs_fit", "mirrored_vs_tf_function", "fit_mirrored_vs_fit"):
+        assert r[pair] <= weight_tolerance(32), f"{pair}: weights differ by {r[pair]:.2e}"
 
 
 @pytest.mark.slow
