@@ -27,7 +27,7 @@ import pytest
 
 from tf2bench import nest
 from tf2bench.errors import NoisyMeasurementWarning
-from tf2bench.pytest_plugin import CALIBRATION_KEY, OVERHEAD_KEY
+from tf2bench.pytest_plugin import CALIBRATION_KEY, OVERHEAD_KEY, say
 from tf2bench.runner import BenchmarkRun
 from tf2bench.timing import sync_devices
 from tf2bench.workloads import get_workload
@@ -37,7 +37,6 @@ MAX_OVERHEAD = 0.01  # the paired figure's reference line (reported, with a warn
 # ~3.5 us on a 2-core EPYC; 10 us is 10 % of the fastest compiled step these CNNs take on a GPU (~0.1 ms), and a
 # per-step host read, sync or log line (tens of us and up) cannot pass it.
 MAX_BOOKKEEPING_US = 10.0
-NOTE_SHARE = 0.01  # above this share of the real step the summary says so
 PAIRS = 6  # A B B A blocks: 12 windows of each loop
 MIN_STEPS = 20  # windows long enough to time (the smoke preset's 2 steps are not)
 NOOP_STEPS, NOOP_REPEATS = 200, 7  # the bookkeeping measurement: steps that do nothing, best of 7
@@ -74,7 +73,7 @@ def test_harness_overhead(suite, datasets, pytestconfig):
     workload = "cifar100" if "cifar100" in suite.workloads else suite.workloads[0]
     api = next(a for a in ("functional", *suite.apis) if a in suite.apis and a in get_workload(workload).models)
     config, windows = suite.window_plan(
-        workload, api, suite.seed, datasets(workload), pytestconfig.stash[CALIBRATION_KEY]
+        workload, api, suite.seed, datasets(workload), pytestconfig.stash[CALIBRATION_KEY], say
     )  # the same calibrated windows as the case's benchmarks (calibrated once per workload and API)
     run = BenchmarkRun(get_workload(workload), api, "tf_function", datasets(workload), config, windows)
     run.steps_per_window = steps = max(run.steps_per_window, MIN_STEPS)

@@ -136,7 +136,7 @@ def datasets(suite: SuiteOptions):
                 except Tf2benchError as exc:  # no data: stop the run; finished benchmarks are still saved
                     pytest.exit(f"tf2bench: {exc}", returncode=exc.exit_code)
             for w in caught:
-                _say(f"tf2bench: {w.message}")
+                say(f"tf2bench: {w.message}")
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return cache[workload]
 
@@ -165,7 +165,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
+    """A progress line on the terminal, outside any test's captured output (the suite's and bench/'s)."""
     plugins = _CONFIG[-1].pluginmanager if _CONFIG else None
     tr = plugins.get_plugin("terminalreporter") if plugins else None
     if tr is None:
@@ -214,7 +215,7 @@ def report_progress(pytestconfig: pytest.Config, suite: SuiteOptions):
                 if "error" in prof
                 else f"  [profile: step {prof['step_time_ms']:.1f} ms, input {prof['input_bound_pct']:.1f}%]"
             )
-        _say(
+        say(
             f"{where:<22} {info['workload']:>8} {info['api']:<11} {info['variant']:<11} "
             f"{info['samples_per_sec']:9.0f} samples/s ±{100 * info['cv']:4.1f}%  "
             f"step {info['step_time_ms']:7.1f} ms  MFU {_mfu(info)}  first {info['first_step_s']:5.2f} s  "
@@ -321,7 +322,7 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir,
 
     workload = get_workload(case.workload)
     calibrations = pytestconfig.stash[CALIBRATION_KEY]
-    config, windows = suite.window_plan(case.workload, case.api, case.seed, datasets(case.workload), calibrations, _say)
+    config, windows = suite.window_plan(case.workload, case.api, case.seed, datasets(case.workload), calibrations, say)
     try:
         run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config, windows)
     except UnsupportedError as exc:  # e.g. a precision this device cannot run: say why, run the rest
