@@ -20,6 +20,7 @@ itself by time like the windows (:func:`size_matmuls`), until one repetition las
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import statistics
@@ -216,15 +217,15 @@ def matmul_inputs(tf: Any, dtype: str, n: int) -> tuple[Any, Any]:
 
 
 def matmul_chain(tf: Any, b: Any, per_rep: int) -> Any:
-    """A tf.function of ``per_rep`` chained matmuls by ``b``: x @ b @ b ..."""
+    """A tf.function of ``per_rep`` chained matmuls by ``b``: x @ b @ b ... (on a ``functools.partial``: TensorFlow
+    counts traces per function code, and the sizing traces each (n, k) on purpose: no "frequent retracing" warning)"""
+    return tf.function(functools.partial(_chain, tf=tf, b=b, per_rep=per_rep))
 
-    @tf.function
-    def chain(x: Any) -> Any:
-        for _ in range(per_rep):  # each product feeds the next: none can be skipped or overlapped away
-            x = tf.matmul(x, b)
-        return x
 
-    return chain
+def _chain(x: Any, *, tf: Any, b: Any, per_rep: int) -> Any:
+    for _ in range(per_rep):  # each product feeds the next: none can be skipped or overlapped away
+        x = tf.matmul(x, b)
+    return x
 
 
 class _Chains:
