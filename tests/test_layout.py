@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
             "memory",
             "peak",
             "profiling",
+            "opstats",
             "presets",
             "record",
         ),

@@ -102,6 +102,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
+    from tf2bench.analysis import explain  # stdlib-only at import: the parser stays quick
+
     p = sub.add_parser(
         "compare",
         help="regression gate: baseline run vs current run",
@@ -144,6 +146,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "baseline, as pyperf's several processes)",
     )
     p.add_argument("--target", type=_percent, default=5.0, help="slowdown the power hint aims at, percent (default 5)")
+    explain.add_arguments(p)  # --explain, --out DIR
     p.set_defaults(run=run_compare)
 
 
@@ -167,7 +170,7 @@ def _history(specs: list[str], storage: Path, base: Any, cur: Any) -> list:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from tf2bench.analysis import compare, render, runs
+    from tf2bench.analysis import compare, explain, render, runs
 
     base = runs.load(_one(args.baseline, args.storage, "baseline", runs.MissingBaselineError), True)
     current = _one(args.current, args.storage, "current run", runs.MissingRunError) if args.current else None
@@ -191,6 +194,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print(render.text_table(compare.formatted(result)))
     for line in result.notes:
         print(f"note: {line}")
+    explain.emit(args, base, cur, result)  # each REGRESSION (--explain: every loop) from the profiles
     bad = result.regressions
     for r in bad.itertuples():
         print(f"REGRESSION: {r.benchmark} is {r.change_pct:.1f}% slower (p = {r.p_value:.4f})")

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tf2bench.errors import EXIT_FAILED, BadInputError, Tf2benchError, check_positive_int
+from tf2bench.opstats import OP_SIDES, TOP_OPS, ops_per_step, rows, summarise_ops, top_ops  # noqa: F401 (their old home)
 
 T = TypeVar("T")
 
 # xprof's own thresholds for "waiting for input" as a share of step time.
 INPUT_BOUND_MODERATE_PCT = 5.0
 INPUT_BOUND_HIGH_PCT = 20.0
-TOP_OPS = 5
 MAX_UNROLL = 16  # most train steps unrolled into one marked block (trace time grows with it)
 WARM_BLOCKS = 1  # unmarked blocks before the marked ones when a loop is profiled in unrolled blocks
 
@@ -156,7 +156,7 @@ def unrolled_blocks(start: int, steps: int, n: int) -> list[tuple[int, bool]]:
 
 
 def profile_window(
-    logdir: Path, train: Callable[[], T], train_steps_per_marked_step: int = 1
+    logdir: Path, train: Callable[[], T], train_steps_per_marked_step: int = 1, train_steps: int | None = None
 ) -> tuple[T, dict[str, Any]]:
     """Run ``train()`` under the profiler and summarise its trace.
 
@@ -164,6 +164,7 @@ def profile_window(
     so skipping them would break the equal-batches comparison. When no trace can be had the
     summary is ``{"error": ..., "trace_dir": ...}`` and the benchmark keeps its results.
     ``train_steps_per_marked_step``: train steps inside one marked step; the summary's ms are per train step.
+    ``train_steps``: the train steps ``train()`` runs, marked or not (each op's self time is divided by it).
     """
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +183,7 @@ def profile_window(
     try:
         _stop()
         trace = find_trace(logdir, since)
-        summary = summarise(trace, train_steps_per_marked_step)
+        summary = summarise(trace, train_steps_per_marked_step, train_steps)
     except Exception as exc:  # a benchmark's timings outlive a failed trace or conversion
         failed = {"error": f"{type(exc).__name__}: {exc}", "trace_dir": str(logdir)}
         if trace is not None:  # still worth opening in the trace viewer
@@ -200,11 +201,6 @@ def tool_data(xplane: Path, tool: str) -> list[dict[str, Any]]:
         raise ProfileError(f"xprof could not produce {tool} for {xplane}")
     tables = json.loads(data)
     return tables if isinstance(tables, list) else [tables]
-
-
-def _rows(table: dict[str, Any]) -> list[dict[str, Any]]:
-    ids = [c["id"] for c in table.get("cols", [])]
-    return [dict(zip(ids, [c.get("v") if c else None for c in row["c"]], strict=False)) for row in table["rows"]]
 
 
 def input_bound_level(pct: float) -> str:
@@ -246,7 +242,7 @@ def summarise_input_pipeline(tables: list[dict[str, Any]], train_steps_per_marke
             f"xprof's step table has no {STEP_TIME_COLUMN} column (it has {', '.join(ids)}): "
             "tf2bench reads xprof's CPU/GPU step table"
         )
-    steps = _rows(table)
+    steps = rows(table)
     step_ms = [float(s[STEP_TIME_COLUMN] or 0.0) for s in steps]
     if not steps or not sum(step_ms) > 0:
         raise ProfileError(
@@ -288,54 +284,29 @@ def summarise_input_pipeline(tables: list[dict[str, Any]], train_steps_per_marke
     return out
 
 
-# framework_op_stats (xprof 2.24, TfStatsToDataTableJson in xprof/convert/op_stats_to_tf_stats.cc): two tables, with
-# and without IDLE, each listing the device's ops (host_or_device "Device": GPU kernels grouped by TF op, at most
-# 500) then the host's ("Host": op execution on CPU threads, which on a GPU includes launching the kernels, at most
-# 500), ranked by self time within each side. The same op can appear on both sides: the two times are not one sum.
-OP_SIDES = ("Device", "Host")
-
-
-def top_ops(tables: list[dict[str, Any]], n: int = TOP_OPS, where: str | None = None) -> list[dict[str, Any]]:
-    """The ``n`` framework ops with the most self time on one side, ``where`` "Device" or "Host".
-
-    Default: the device when the trace has device ops (a GPU's kernels make the step), else the host. ``self_pct``
-    is the share of that side's self time (of the ops xprof lists), never of host and device time added together.
-    Idle time and ops without self time are left out (a CPU trace lists eager ops with none: xprof times none).
-    """
-    if where is not None and where not in OP_SIDES:
-        raise BadInputError(f"unknown op side {where!r}: choose one of {', '.join(OP_SIDES)}")
-    table = next((t for t in tables if any(c["id"] == "total_self_time" for c in t.get("cols", []))), None)
-    ops = [r for r in _rows(table) if r.get("type") != "IDLE" and float(r["total_self_time"]) > 0] if table else []
-    if where is None:
-        where = "Device" if any(r.get("host_or_device") == "Device" for r in ops) else "Host"
-    ops = sorted((r for r in ops if r.get("host_or_device") == where), key=lambda r: -float(r["total_self_time"]))
-    total_us = sum(float(r["total_self_time"]) for r in ops) or 1.0
-    return [
-        {
-            "op": r["operation"],
-            "type": r["type"],
-            "where": r["host_or_device"],
-            "occurrences": int(r["occurrences"]),
-            "self_ms": float(r["total_self_time"]) / 1000.0,  # xprof reports microseconds
-            "self_pct": 100.0 * float(r["total_self_time"]) / total_us,
-        }
-        for r in ops[:n]
-    ]
-
-
-def summarise_ops(tables: list[dict[str, Any]], n: int = TOP_OPS) -> dict[str, Any]:
-    """``top_ops`` (the side that makes the step: the device if any), and ``top_ops_device`` / ``top_ops_host``."""
-    return {
-        "top_ops": top_ops(tables, n),
-        "top_ops_device": top_ops(tables, n, "Device"),
-        "top_ops_host": top_ops(tables, n, "Host"),
-    }
-
-
-def summarise(xplane: Path, train_steps_per_marked_step: int = 1) -> dict[str, Any]:
-    """The profile summary of one trace: step-time breakdown (ms per train step), input-bound %, top ops."""
+def summarise(xplane: Path, train_steps_per_marked_step: int = 1, train_steps: int | None = None) -> dict[str, Any]:
+    """The profile summary of one trace: step-time breakdown (ms per train step), input-bound %, top ops, and every
+    op's self time per train step (``ops``; ``train_steps``: the train steps the session ran, default the marked
+    ones)."""
     summary: dict[str, Any] = {"trace_path": str(xplane)}
     tables = tool_data(xplane, "input_pipeline_analyzer")
     summary.update(summarise_input_pipeline(tables, train_steps_per_marked_step))
-    summary.update(summarise_ops(tool_data(xplane, "framework_op_stats")))
+    ops = tool_data(xplane, "framework_op_stats")
+    summary.update(summarise_ops(ops))
+    summary["ops"] = ops_per_step(ops, train_steps or summary["train_steps_measured"], summary["step_time_ms"])
     return summary
+
+
+def read_ops(profile: dict[str, Any]) -> dict[str, Any]:
+    """``profile["ops"]`` read again from a saved profile's kept trace (a record saved before per-op times).
+
+    The session's train steps are the record's ``steps`` (the profile window; the marked ones in older records
+    without it). ProfileError when the trace is not there; ImportError without xprof.
+    """
+    trace = Path(str(profile.get("trace_path") or ""))
+    if not profile.get("trace_path") or not trace.is_file():
+        raise ProfileError(f"the trace {profile.get('trace_path') or '(none recorded)'} is not here")
+    steps = int(profile.get("steps") or profile.get("train_steps_measured") or 0)
+    if not (steps > 0 and float(profile.get("step_time_ms") or 0) > 0):
+        raise ProfileError(f"the profile of {trace} records no step time or steps to divide its ops by")
+    return ops_per_step(tool_data(trace, "framework_op_stats"), steps, float(profile["step_time_ms"]))

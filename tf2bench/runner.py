@@ -189,7 +189,7 @@ class BenchmarkRun:
         start = self.position
         # loops whose window runs as a while_loop profile it in marked blocks of several train steps
         per_marked = getattr(self.variant, "train_steps_per_marked_step", lambda _steps: 1)(steps)
-        _, summary = profiling.profile_window(Path(logdir), lambda: self._run(steps, marked=True), per_marked)
+        _, summary = profiling.profile_window(Path(logdir), lambda: self._run(steps, marked=True), per_marked, steps)
         self.profile_summary = {"steps": steps, "first_step": start, **summary}
         return self.profile_summary
 
