@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import EQUIVALENT, FP32_TOLERANCE, ROOT, XLA_TOLERANCE, update_distance
+from conftest import EQUIVALENT, ROOT, fp32_tolerance, update_distance, xla_tolerance
 
 import tf2bench
 from tf2bench.analysis import runs
@@ -100,10 +100,12 @@ def test_own_workloads_agree_across_loops_as_the_suite_does(workload):
     fit = trained["fit"]
     for v in EQUIVALENT[1:]:
         d = update_distance(trained[v], fit)
-        assert d <= FP32_TOLERANCE, f"{workload.name}: {v} is {d:.2e} of fit's update away (tol {FP32_TOLERANCE:.1e})"
+        assert d <= fp32_tolerance(), (
+            f"{workload.name}: {v} is {d:.2e} of fit's update away (tol {fp32_tolerance():.1e})"
+        )
     for v in ("xla", "fit_xla", "graph_xla"):
         d = update_distance(trained[v], fit)
-        assert d <= XLA_TOLERANCE, f"{workload.name}: {v} is {d:.2e} of fit's update away (tol {XLA_TOLERANCE:.1e})"
+        assert d <= xla_tolerance(), f"{workload.name}: {v} is {d:.2e} of fit's update away (tol {xla_tolerance():.1e})"
     assert update_distance(trained["tutorial"], fit) > 0.3  # one sample per step: a whole update away
 
 
@@ -136,7 +138,7 @@ def test_python_api_takes_a_two_input_model_fed_by_tf_data():
     # tier (sketched weights, fp32 tolerance) must call both loops the same math as fit.
     row = df.set_index("variant")
     assert (row.loc[["eager", "tf_data"], "weights_verdict"] == "same math").all(), row["weights_note"].to_dict()
-    assert (row.loc[["eager", "tf_data"], "weight_distance"] <= FP32_TOLERANCE).all()
+    assert (row.loc[["eager", "tf_data"], "weight_distance"] <= fp32_tolerance()).all()
 
 
 class SideEffect:
