@@ -1,8 +1,8 @@
-"""`tf2bench report | compare | history | tensorboard | doctor`: read saved runs, print tables, serve traces, check
-the machine; exit code.
+"""`tf2bench report | compare | history | export | tensorboard | doctor`: read saved runs, print tables, export
+figures, serve traces, check the machine; exit code.
 
-``report``, ``compare`` and ``history`` never import TensorFlow: reading results must be quick and work on a CI box
-without it (``tensorboard`` starts TensorBoard's own server over the traces; ``doctor`` runs TensorFlow).
+``report``, ``compare``, ``history`` and ``export`` never import TensorFlow: reading results must be quick and work
+on a CI box without it (``tensorboard`` starts TensorBoard's own server over the traces; ``doctor`` runs TensorFlow).
 Each subcommand is one ``add_parser`` call plus a ``run(args) -> int`` function; add a
 new one by appending to SUBCOMMANDS.
 
@@ -102,7 +102,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
-    from tf2bench.analysis import explain  # stdlib-only at import: the parser stays quick
+    from tf2bench.analysis import explain, summary  # stdlib-only at import: the parser stays quick
 
     p = sub.add_parser(
         "compare",
@@ -146,6 +146,14 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "baseline, as pyperf's several processes)",
     )
     p.add_argument("--target", type=_percent, default=5.0, help="slowdown the power hint aims at, percent (default 5)")
+    p.add_argument(
+        "--prior-noise",
+        type=_percent,
+        metavar="PCT",
+        help="cold start (a loop with < 3 runs of history): gate it against this run-to-run noise, percent; "
+        "default: not gated yet, with a warning (docs/gate.md)",
+    )
+    summary.add_arguments(p)  # --summary FILE, --format text|markdown
     explain.add_arguments(p)  # --explain, --out DIR
     p.set_defaults(run=run_compare)
 
@@ -170,7 +178,7 @@ def _history(specs: list[str], storage: Path, base: Any, cur: Any) -> list:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from tf2bench.analysis import compare, explain, render, runs
+    from tf2bench.analysis import compare, explain, render, runs, summary
 
     base = runs.load(_one(args.baseline, args.storage, "baseline", runs.MissingBaselineError), True)
     current = _one(args.current, args.storage, "current run", runs.MissingRunError) if args.current else None
@@ -185,7 +193,10 @@ def run_compare(args: argparse.Namespace) -> int:
         history=history,
         target_pct=args.target,
         pool_commit=not args.baseline_alone,
+        prior_pct=args.prior_noise,
     )
+    if (code := summary.emit(args, base, cur, result)) is not None:  # --format markdown: the block alone
+        return code
     what = "speed-up vs fit of the same run" if args.normalize else "samples/s, median of pooled rounds"
     print(
         f"baseline {base.path}\ncurrent  {cur.path}\n({what}; time change + = slower; threshold {args.threshold:g}%,"
@@ -212,7 +223,7 @@ def add_history(sub: argparse._SubParsersAction) -> None:
         "history",
         help="each loop's throughput across saved runs, with the steps in it (change points)",
         description="Throughput of every workload/loop across runs (oldest first), one series per machine, with "
-        "change points (ruptures) that count only when significant (Mann-Whitney on the rounds, p < 0.01) and "
+        "change points (ruptures) that count only when significant (a t test on the run levels, p < 0.01) and "
         "beyond --threshold. Writes results/reports/history-<digest>/. Exit 0 fine, 1 the newest segment of a "
         "series is such a slowdown, 2 bad input.",
     )
@@ -230,31 +241,25 @@ def add_history(sub: argparse._SubParsersAction) -> None:
 
 
 def run_history(args: argparse.Namespace) -> int:
-    from tf2bench.analysis import history, render
+    from tf2bench.analysis import history_report
 
-    loaded, errors = history.load(args.paths, args.storage)
-    _name_unusable(errors)
-    if not loaded:
-        return EXIT_BAD_INPUT
-    series, notes = history.build(loaded, args.normalize, args.merge_machines)
-    history.analyse(series, args.threshold)
-    written = history.write(series, loaded, args.normalize, args.out)
-    what = "speed-up vs fit of the same run" if args.normalize else "samples/s"
-    print(
-        f"{len(loaded)} run(s), {loaded[0].run_id} .. {loaded[-1].run_id}\n({what}, median of each run's rounds "
-        f"pooled over the model APIs; a step counts when p < 0.01 and the time changes by > {args.threshold:g}%)"
+    return history_report.run(args)
+
+
+# ---- export -------------------------------------------------------------------------------------------------------
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    from tf2bench.analysis import export  # stdlib-only at import
+
+    p = sub.add_parser(
+        "export",
+        help="a run's samples/s (or step time) per benchmark for github-action-benchmark's custom tools",
+        description="Write a saved run's figures per benchmark as github-action-benchmark's customBiggerIsBetter "
+        "JSON (samples/s; --metric step-time: customSmallerIsBetter, ms). Exit 0 written, 2 bad input.",
     )
-    print(render.text_table(history.printed(series, args.normalize)))
-    for line in history.step_lines(series):
-        print(line)
-    for line in notes:
-        print(f"note: {line}")
-    print(f"wrote {written.directory}/: {', '.join(p.name for p in written.files if p.name != 'sources.json')}")
-    if errors:
-        _err(f"{len(errors)} input(s) could not be used (see above); the history covers the other {len(loaded)} run(s)")
-    if any(s.slowdown for s in series):
-        return EXIT_FAILED
-    return EXIT_BAD_INPUT if errors else EXIT_OK
+    export.add_arguments(p)
+    p.set_defaults(run=export.run)
 
 
 # ---- tensorboard --------------------------------------------------------------------------------------------------
@@ -298,6 +303,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_report,
     add_compare,
     add_history,
+    add_export,
     add_tensorboard,
     add_doctor,
 ]

@@ -43,6 +43,7 @@ SLOWER_UNTESTABLE = "slower, too few rounds"
 FASTER = "faster"
 FASTER_NOISE = "faster, not significant"
 RUN_NOISE = {True: "slower, within run-to-run noise", False: "faster, within run-to-run noise"}
+NOT_GATED = {True: "slower, not gated yet", False: "faster, not gated yet"}  # cold start: no run-to-run estimate
 OK = "ok"
 REFERENCE = "reference (fit)"
 
@@ -156,16 +157,20 @@ def compare(
     history: Sequence[SavedRun] = (),
     target_pct: float = DEFAULT_TARGET_PCT,
     pool_commit: bool = True,
+    prior_pct: float | None = None,
 ) -> Comparison:
     """Verdicts per loop (pooled over model APIs) or per benchmark; BadInputError when nothing can be compared.
 
     history: earlier runs of the same machine, baseline included (see lookback); with >= noise.MIN_RUNS of
     them a regression must also stand out from the run-to-run scatter (tf2bench.analysis.noise), and the
     baseline is the mean of its commit's runs among them (see replicates; pool_commit=False: the baseline alone).
+    A loop the history cannot measure yet (cold start) is not gated (NOT_GATED: rounds alone cry wolf), or with
+    prior_pct tested against that stated run-to-run noise (noise.prior). No history at all: the rounds decide.
     """
     from scipy.stats import mannwhitneyu
 
-    for name, value in (("--threshold", threshold_pct), ("--target", target_pct)):
+    limits = {"--threshold": threshold_pct, "--target": target_pct}
+    for name, value in [*limits.items(), *([("--prior-noise", prior_pct)] if prior_pct is not None else [])]:
         if not (value > 0 and math.isfinite(value)):
             raise BadInputError(f"{name} must be a positive percentage, got {value!r}")
     if by not in BY:
@@ -184,7 +189,8 @@ def compare(
             pooled[path] = _pool(round_costs(run, normalize)[0], groups)
         return pooled[path]
 
-    reps = replicates(baseline, history) if pool_commit and len(history) >= noise.MIN_RUNS else [baseline]
+    tested = len(history) >= noise.MIN_RUNS or bool(history and prior_pct)  # by runs: measured noise, or the prior
+    reps = replicates(baseline, history) if pool_commit and tested else [baseline]
     rep_costs = [pooled_of(r) for r in reps]
     base = {k: [x for rc in rep_costs if k in rc for x in rc[k]] for k in own}  # the rounds of the baseline's runs
     common = list(groups)
@@ -201,6 +207,8 @@ def compare(
     n_base = {k: sum(k in lv for lv in rep_levels) for k in common}
     base_level = {k: statistics.fmean(lv[k] for lv in rep_levels if k in lv) for k in common}
     gated = [k for k in common if not (normalize and k[2] == "fit")]
+    if history and prior_pct:  # cold start: a loop without its own estimate is tested against the stated prior
+        noises = {**noise.prior(levels, [k for k in gated if k not in noises], prior_pct), **noises}
     run_alpha = alpha / max(1, len(gated))  # Bonferroni: the level one loop changing alone must reach ("detects")
     log_change = {k: noise.level(cur[k]) - base_level[k] for k in common}  # + is slower
     run_ps = {  # one-sided run-to-run p of every gated loop, slower and faster, for Benjamini-Hochberg over loops
@@ -220,6 +228,8 @@ def compare(
         slowdown = math.expm1(log_change[key])  # time per sample: + is slower
         rn = noises.get(key)
         within = noise.detectable_within(noise.within_sd(own[key], c), len(own[key]), len(c), alpha)
+        # no estimate: rounds alone with no history given (--no-history); a cold start without a prior is not gated
+        run_limit = noise.detectable_run(rn, run_alpha, n_base[key]) if rn else (math.inf if history else 0.0)
         row = {
             "benchmark": "/".join(key),
             "rounds": f"{len(b)}/{len(c)}",
@@ -231,7 +241,7 @@ def compare(
             "run_sd_pct": rn.pct if rn else math.nan,
             "run_p": math.nan,
             "shift_p": shifts[key[0]].p if key[0] in shifts else math.nan,
-            "detects_pct": 100.0 * max(limit, within, noise.detectable_run(rn, run_alpha, n_base[key]) if rn else 0.0),
+            "detects_pct": 100.0 * max(limit, within, run_limit),
             "within_detects_pct": 100.0 * within,
             "verdict": OK,
         }
@@ -243,9 +253,11 @@ def compare(
             row["p_value"] = float(mannwhitneyu(c, b, alternative="greater" if slower else "less").pvalue)
             if rn:
                 row["run_p"] = run_ps[1 if slower else -1][key]
-            stands_out = math.isnan(row["run_p"]) or row["run_p"] <= cutoff[1 if slower else -1]
-            stands_out = stands_out or (slower and key[0] in shifted)
-            if row["p_value"] < alpha:
+            shared = slower and key[0] in shifted  # its workload's loops slowed together
+            stands_out = math.isnan(row["run_p"]) or row["run_p"] <= cutoff[1 if slower else -1] or shared
+            if row["p_value"] < alpha and math.isinf(run_limit) and not shared:
+                row["verdict"] = NOT_GATED[slower]
+            elif row["p_value"] < alpha:
                 row["verdict"] = (REGRESSION if slower else FASTER) if stands_out else RUN_NOISE[slower]
             elif not slower:
                 row["verdict"] = FASTER_NOISE
@@ -328,7 +340,9 @@ def formatted(cmp: Comparison) -> pd.DataFrame:
             "run sd": ["-" if math.isnan(v) else f"{v:.1f}%" for v in t["run_sd_pct"]],
             "p run": ["-" if math.isnan(p) else f"{p:.2g}" for p in t["run_p"]],
             "p workload": ["-" if math.isnan(p) else f"{p:.2g}" for p in t["shift_p"]],
-            "detects": ["-" if math.isnan(v) else f">= {v:.0f}%" for v in t["detects_pct"]],
+            "detects": [
+                "-" if math.isnan(v) else "not gated" if math.isinf(v) else f">= {v:.0f}%" for v in t["detects_pct"]
+            ],
             "verdict": t["verdict"],
         }
     )

@@ -19,6 +19,13 @@ the same machine, as Conbench's lookback z-score does:
   workload's median loop (``workload_shifts``), whose run-to-run scatter is smaller than any one
   loop's: Bonferroni over the workloads at alpha.
 
+Cold start (fewer than ``MIN_RUNS`` runs up to the baseline, or a loop new to the history): there is no
+estimate of the machine's own run-to-run noise, and the rounds alone cry wolf (docs/gate.md), so such a loop
+is not gated (compare.NOT_GATED; a warning says how many more runs are needed). ``--prior-noise PCT`` gates it
+against a run-to-run noise the user states instead (``prior``): the larger of that and what the one or two
+runs so far show, taken as known (a normal test, no t tail). Its false-alarm rate is the gate's as long as
+the machine is no noisier than stated, which no default could promise (docs/gate.md measures why).
+
 Power ("could detect >= X%"): the slowdown found with probability ``POWER`` at the gate's alpha,
 from the rounds' spread (within-run) and from the run-to-run SD, whichever is larger. No TensorFlow.
 """
@@ -49,6 +56,7 @@ class RunNoise:
     sd: float
     df: float
     runs: int
+    prior: bool = False  # the stated cold-start prior (or more, when the runs so far scatter more): not measured
 
     @property
     def pct(self) -> float:
@@ -84,6 +92,22 @@ def estimate(levels: Sequence[Mapping[Key, float]]) -> dict[Key, RunNoise]:
         pooled = statistics.median(prior[key[0]])
         moderated = (PRIOR_DF * pooled + df * var) / (PRIOR_DF + df)
         out[key] = RunNoise(math.sqrt(moderated), df + PRIOR_DF, n)
+    return out
+
+
+def prior(levels: Sequence[Mapping[Key, float]], keys: Sequence[Key], prior_pct: float) -> dict[Key, RunNoise]:
+    """The cold-start noise of each of ``keys``: the stated prior, or what the runs so far show when larger.
+
+    One or two earlier runs give a run-to-run variance with one or two degrees of freedom: far too uncertain to
+    test against, but a larger one is a warning that this machine is noisier than the prior (the max keeps the
+    test conservative). Taken as known (df infinite: a normal test): the prior is an assumption, stated.
+    """
+    base = math.log1p(prior_pct / 100.0)
+    out = {}
+    for key in keys:
+        series = [lv[key] for lv in levels if key in lv]
+        seen = math.sqrt(mssd(series)[0]) if len(series) >= 2 else 0.0
+        out[key] = RunNoise(max(base, seen), math.inf, len(series), prior=True)
     return out
 
 
@@ -197,26 +221,57 @@ def repeats_for(target: float, detect_within: float, repeats: int) -> int | None
     return max(repeats, math.ceil(repeats * ratio * ratio))
 
 
+def cold_start(noises: Mapping[Key, RunNoise], n_history: int, ungated: int) -> str:
+    """The cold-start warning ("" when every gated loop's noise is measured): what is gated, what is needed."""
+    priors = [n for n in noises.values() if n.prior]
+    if not (priors or ungated):
+        return ""
+    if n_history < MIN_RUNS:
+        need = (
+            f"{n_history} run(s) of this machine up to the baseline, {MIN_RUNS} needed to measure its run-to-run "
+            f"noise: {MIN_RUNS - n_history} more main run(s)"
+        )
+    else:
+        need = f"loop(s) new to the history (fewer than {MIN_RUNS} runs of them)"
+    if ungated:
+        return (
+            f"WARNING: not gated yet: {need}. {ungated} loop(s) cannot fail the gate (their slowdowns are listed "
+            "as 'not gated yet'): rounds alone cry wolf between runs (docs/gate.md). --prior-noise PCT gates them "
+            "against a run-to-run noise you state"
+        )
+    lo, hi = min(n.pct for n in priors), max(n.pct for n in priors)
+    sd = f"{lo:.0f}%" if hi - lo < 0.5 else f"{lo:.0f}-{hi:.0f}%"
+    return (
+        f"WARNING: gated against a stated prior: {need}. {len(priors)} loop(s) tested against a run-to-run noise "
+        f"of {sd} (--prior-noise, or what the runs so far show where larger): a false alarm if this machine is "
+        "noisier; only slowdowns beyond column detects fail the gate"
+    )
+
+
 def notes(
     table: Any, noises: dict, n_history: int, alphas: tuple[float, float, int], target: float, repeats: int
 ) -> list[str]:
     """What the run-to-run test rested on, and what a pass means: the smallest slowdown each loop could show."""
     alpha, run_alpha, m = alphas
-    if not noises:
+    if not n_history:
         return [
             f"no run-to-run noise estimate: {n_history} run(s) of this machine up to the baseline (needs "
             f"{MIN_RUNS}; see --history). These verdicts test rounds only, and two runs of the same code differ "
             "by more than their rounds suggest (docs/gate.md measures it): keep earlier runs beside the baseline"
         ]
-    estimated = {"/".join(k) for k in noises}
-    named = [r for r in table.itertuples() if r.benchmark in estimated]
-    out = [
+    ungated = int((table["detects_pct"] == math.inf).sum())  # compare: a cold start without a prior
+    measured = {"/".join(k): n for k, n in noises.items() if not n.prior}
+    named = [r for r in table.itertuples() if r.benchmark in measured]
+    out = [warning] if (warning := cold_start(noises, n_history, ungated)) else []
+    if not noises:
+        return out
+    out.append(
         f"run-to-run noise from {max(n.runs for n in noises.values())} run(s) of this machine up to the baseline: a "
-        f"regression must also stand out from it (one-sided t on the run medians, Benjamini-Hochberg at {alpha:g} over "
-        f"{m} loops: a loop slowed alone needs p < {run_alpha:.2g}); {len(named)} of {len(table)} loop(s) have an "
-        "estimate"
-    ]
-    gated = table[table["detects_pct"].notna()]
+        f"regression must also stand out from it (one-sided {'t' if measured else 'normal test'} on the run medians, "
+        f"Benjamini-Hochberg at {alpha:g} over {m} loops: a loop slowed alone needs p < {run_alpha:.2g}); "
+        f"{len(named)} of {len(table)} loop(s) have an estimate"
+    )
+    gated = table[table["detects_pct"].notna() & (table["detects_pct"] < math.inf)]
     slow = gated[gated["detects_pct"] > target]
     if len(slow):
         by_rounds = slow[slow["within_detects_pct"] >= slow["detects_pct"] - 1e-9]
