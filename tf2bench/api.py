@@ -10,6 +10,9 @@ gets a row with its ``error``; the others still run.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +35,7 @@ def benchmark(
     train_size: int | None = None,
     test_size: int | None = None,
     mixed_precision: str = "auto",
+    processes: int = 1,
     save: str | Path | None = None,
     verbose: bool = False,
 ) -> Any:
@@ -44,13 +48,20 @@ def benchmark(
     unset, the preset's (``quick`` calibrates the steps per window, docs/measuring.md). Columns are the report's
     (``tf2bench.analysis.report.build``) plus ``params``, ``mfu``, ``final_fingerprint`` and ``error``.
     ``mixed_precision``: the mixed loops' half precision, ``auto`` (float16 on a GPU, bfloat16 on a CPU), ``float16``
-    (with loss scaling) or ``bfloat16``.
+    (with loss scaling) or ``bfloat16``. ``processes``: time the cases in that many fresh worker processes, one after
+    another, each with a share of every case's rounds (``pytest bench --processes``, tf2bench.processes); the rows
+    are their merged records. The workers import the workload: pass a registered name or a module:attribute spec.
     """
     options = {
         "variants": variants, "apis": apis, "preset": preset, "steps": steps, "rounds": rounds, "seed": seed,
         "dataset": dataset, "train_size": train_size, "test_size": test_size, "save": save, "verbose": verbose,
-        "mixed_precision": mixed_precision,
+        "mixed_precision": mixed_precision, "processes": processes,
     }  # fmt: skip
+    if isinstance(workload, Workload) and processes != 1:
+        raise BadInputError(
+            f"processes={processes} times the cases in fresh Python processes, which import the workload: pass "
+            f"{workload.name!r} as 'package.module:attribute' (a Workload object made here cannot be sent to them)"
+        )
     if isinstance(workload, Workload):
         if workload.name in BUILTIN and WORKLOADS.get(workload.name) is not workload:
             raise BadInputError(f"workload {workload.name!r}: the name is taken by a built-in workload; choose another")
@@ -60,16 +71,22 @@ def benchmark(
         name = load_spec(workload).name
     elif isinstance(workload, str):
         name = WORKLOADS.get(workload).name  # UnknownNameError names the valid ones
+        if processes != 1 and name not in BUILTIN:
+            raise BadInputError(
+                f"processes={processes}: workload {name!r} was registered in this process only; the worker processes "
+                "import it: pass it as 'package.module:attribute'"
+            )
     else:
         raise BadInputError(
             f"workload must be a tf2bench.Workload, a name or a module:attribute spec, got {workload!r}"
         )
-    return _benchmark(name, **options)
+    return _benchmark(name, source=workload, **options)
 
 
 def _benchmark(
     name: str,
     *,
+    source: str = "",
     variants: Sequence[str] | str,
     apis: Sequence[str] | str,
     preset: str,
@@ -80,13 +97,12 @@ def _benchmark(
     train_size: int | None,
     test_size: int | None,
     mixed_precision: str,
+    processes: int,
     save: str | Path | None,
     verbose: bool,
 ) -> Any:
     from tf2bench.analysis import report, runs
-    from tf2bench.runner import BenchmarkRun, run_case
     from tf2bench.suite import parse_options
-    from tf2bench.workloads import data
 
     raw = {
         "workload": name,
@@ -100,31 +116,38 @@ def _benchmark(
         "train_size": train_size,
         "test_size": test_size,
         "mixed_precision": mixed_precision,
+        "processes": processes,
     }
     opts = parse_options(raw, environ={})  # the arguments say it all: no TF2BENCH_* variables here
-    wl = WORKLOADS.get(name)
-    train, test = opts.sizes(name)
-    ds = data.load(wl, opts.dataset, train_size=train, test_size=test)
-    started, records, failed, calibrations = time.perf_counter(), [], [], {}
+    started, records, failed, extra_record, machine = time.perf_counter(), [], [], {}, None
     say = print if verbose else None
-    for case in opts.cases():
-        try:
-            config, windows = opts.window_plan(name, case.api, case.seed, ds, calibrations, say)
-            run = BenchmarkRun(wl, case.api, case.variant, ds, config, windows)
-            info = run_case(run, repeat=case.repeat, case_id=case.id, warn_stacklevel=4)  # warns at the caller
-            seconds = [w.seconds for w in run.windows]
-        except BadInputError:
-            raise  # the declaration or data is wrong: every variant would fail the same way
-        except UnsupportedError as exc:
-            failed.append(_failure(case, f"skipped: {exc}"))
+    if opts.processes > 1:  # workers train; this process merges their records (tf2bench.processes)
+        from tf2bench import processes as worker_processes
+
+        spec = json.dumps({**{k: v for k, v in raw.items() if k != "processes"}, "workload": source or name})
+        done = worker_processes.run(
+            opts.processes,
+            lambda k: [sys.executable, "-c", WORKER, spec],
+            say=say or (lambda line: None),
+            echo=lambda line: bool(verbose) and "samples/s" in line,
+        )
+        for case in opts.cases():
+            info = done.merged(case.id)
+            if info is None:
+                why = [m for _, _, m in done.problems.get(case.id, [])] or ["no worker process finished it"]
+                failed.append(_failure(case, why[0]))
+            else:
+                records.append(_benchmark_json(case, info["window_s"], info))
+        extra_record, machine = {"processes": done.record()}, done.machine
+    for case, info, error in () if opts.processes > 1 else _cases(name, opts, {}, say):
+        if info is None:
+            failed.append(_failure(case, error))
             continue
-        except Exception as exc:  # a loop this model breaks: record why, run the rest
-            failed.append(_failure(case, f"{type(exc).__name__}: {reason(exc)}"))
-            continue
-        records.append(_benchmark_json(case, seconds, info))
+        records.append(_benchmark_json(case, info["window_s"], info))
         if verbose:
             print(f"{case.id}: {info['samples_per_sec']:.0f} samples/s ±{100 * info['cv']:.1f}%")
-    doc = _run_json(records, {**opts.record(time.perf_counter() - started), "source": "tf2bench.benchmark"})
+    record = {**opts.record(time.perf_counter() - started), "source": "tf2bench.benchmark", **extra_record}
+    doc = _run_json(records, record, machine)
     path = _save(doc, Path(save)) if save is not None and records else None
     if records:
         run = runs.SavedRun(
@@ -149,6 +172,58 @@ def _benchmark(
         df = pd.concat([df, pd.DataFrame(failed)], ignore_index=True)
     df.attrs["path"] = str(path) if path else None
     return df
+
+
+def _cases(name: str, opts: Any, calibrations: dict, say: Any) -> Any:
+    """Run every case of ``opts`` here, in turn: yields (case, record, None), or (case, None, why) for a case that
+    cannot run (the rest still run). ``calibrations``: windows calibrated before (a later worker process's)."""
+    from tf2bench.runner import BenchmarkRun, run_case
+    from tf2bench.workloads import data
+
+    wl = WORKLOADS.get(name)
+    train, test = opts.sizes(name)
+    ds = data.load(wl, opts.dataset, train_size=train, test_size=test)
+    for case in opts.cases():
+        try:
+            config, windows = opts.window_plan(name, case.api, case.seed, ds, calibrations, say)
+            run = BenchmarkRun(wl, case.api, case.variant, ds, config, windows)
+            info = run_case(run, repeat=case.repeat, case_id=case.id, warn_stacklevel=5)  # warns at the caller
+        except BadInputError:
+            raise  # the declaration or data is wrong: every variant would fail the same way
+        except UnsupportedError as exc:
+            yield case, None, f"skipped: {exc}"
+            continue
+        except Exception as exc:  # a loop this model breaks: record why, run the rest
+            yield case, None, f"{type(exc).__name__}: {reason(exc)}"
+            continue
+        yield case, info, None
+
+
+WORKER = "import sys, tf2bench.api; sys.exit(tf2bench.api.worker_main(sys.argv[1:]))"  # benchmark(processes=N)'s
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """One worker process of ``benchmark(processes=N)`` (tf2bench.processes sets its role and folder): its share of
+    every case, each appended to its events file as a record or as why the case did not run."""
+    from tf2bench import processes
+    from tf2bench.runner import machine_record
+    from tf2bench.suite import PROCESS_ENV, parse_options
+
+    role, folder = os.environ.get(PROCESS_ENV), os.environ.get(processes.DIR_ENV)
+    if len(argv) != 1 or not role or not folder:
+        print(f"usage: {PROCESS_ENV}=k/N {processes.DIR_ENV}=DIR python -c {WORKER!r} SPEC_JSON", file=sys.stderr)
+        return 2
+    process, spec = int(role.split("/")[0]), json.loads(argv[0])
+    source = spec["workload"]
+    name = load_spec(source).name if ":" in source else WORKLOADS.get(source).name
+    opts = parse_options({**spec, "workload": name}, environ={PROCESS_ENV: role})
+    for case, info, error in _cases(name, opts, processes.load_calibrations(Path(folder)), None):
+        event = {"event": "case", "info": info} if info else {"event": "failed", "message": error}
+        processes.append_event(Path(folder), process, {**event, "case": case.id, "nodeid": case.id})
+        if info:
+            print(f"{case.id}: {info['samples_per_sec']:.0f} samples/s ±{100 * info['cv']:.1f}%", flush=True)
+    processes.append_event(Path(folder), process, {"event": "done", "exitstatus": 0, "machine": machine_record()})
+    return 0
 
 
 def _failure(case: Any, error: str) -> dict[str, Any]:
@@ -177,9 +252,12 @@ def _benchmark_json(
     }
 
 
-def _run_json(benchmarks: list[dict[str, Any]], record: dict[str, Any]) -> dict[str, Any]:
+def _run_json(
+    benchmarks: list[dict[str, Any]], record: dict[str, Any], machine_tf2bench: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The run document around ``benchmarks``; ``record`` is its run-level ``tf2bench`` key (SuiteOptions.record
-    plus ``source``), which report and compare read."""
+    plus ``source``), which report and compare read. ``machine_tf2bench``: machine_info's tf2bench part as the
+    worker processes measured it (default: measured here)."""
     from pytest_benchmark import __version__
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
     from pytest_benchmark.utils import get_commit_info
@@ -188,7 +266,7 @@ def _run_json(benchmarks: list[dict[str, Any]], record: dict[str, Any]) -> dict[
 
     machine = pytest_benchmark_generate_machine_info()
     # float32 as before per-dtype peaks, and every precision measured (a result's compute_dtype keys it)
-    machine["tf2bench"] = machine_record()
+    machine["tf2bench"] = machine_tf2bench or machine_record()
     return {
         "machine_info": machine,
         "commit_info": get_commit_info(),

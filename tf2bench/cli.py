@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tf2bench import storage
+from tf2bench import bisect, storage
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Tf2benchError
 
 PROG = "tf2bench"
@@ -304,6 +304,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_compare,
     add_history,
     add_export,
+    bisect.add_subcommand,
     add_tensorboard,
     add_doctor,
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tf2bench import storage
+from tf2bench import process_plugin, storage
 from tf2bench.errors import Tf2benchError
 from tf2bench.storage import make_run_saves_atomic
 from tf2bench.suite import FLAGS, OPTIONS, SuiteOptions, parse_options
@@ -94,6 +94,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[START_KEY] = time.perf_counter()
     config.stash[RESULTS_KEY] = []
     config.stash[CALIBRATION_KEY] = {}
+    opts = process_plugin.configure(config, config.stash[OPTIONS_KEY], say, CALIBRATION_KEY, OVERHEAD_KEY)
+    config.stash[OPTIONS_KEY] = opts  # --processes N: the parent's or a worker's part (tf2bench.process_plugin)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -228,7 +230,7 @@ def report_progress(pytestconfig: pytest.Config, suite: SuiteOptions):
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     from tf2bench.runner import machine_record
 
-    machine_info["tf2bench"] = machine_record()
+    machine_info["tf2bench"] = process_plugin.machine(config) or machine_record()  # --processes: the workers'
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
@@ -294,12 +296,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         )
         for p in failed:
             tr.write_line(f"  no trace for {p['trace_dir']}: {p['error']}")
-    from tf2bench import gpuinfo, peak
+    from tf2bench import gpuinfo
 
     used = dict.fromkeys(r.get("compute_dtype", "float32") for r in results)  # each peak is measured once, cached
     tr.write_line(
         "MFU = achieved training GFLOP/s / the measured matmul peak of the loop's compute dtype: "
-        + "; ".join(peak.peak(dtype).describe() for dtype in used)
+        + "; ".join(process_plugin.describe_peak(config, dtype) for dtype in used)
     )
     tr.write_line(f"wall time: {time.perf_counter() - config.stash[START_KEY]:.0f} s")
     if note := gpuinfo.clock_note(gpuinfo.query()):  # unlocked GPU clocks: the figures moved with boost clocks
@@ -320,6 +322,9 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir,
     from tf2bench.timing import BENCH_CLOCK
     from tf2bench.workloads import get_workload
 
+    if suite.processes > 1 and not suite.process:  # the workers trained it (--processes): their rounds, merged
+        info = process_plugin.record_case(pytestconfig, case, benchmark, trace_run_dir)
+        return pytestconfig.stash[RESULTS_KEY].append(info)
     workload = get_workload(case.workload)
     calibrations = pytestconfig.stash[CALIBRATION_KEY]
     config, windows = suite.window_plan(case.workload, case.api, case.seed, datasets(case.workload), calibrations, say)

@@ -14,6 +14,7 @@ from typing import Any
 # Still 2 with the window-sizing keys (window_steps_source, calibration, rounds_planned, rounds_reason,
 # settle_steps): added keys only, every existing key keeps its meaning; a record without them had fixed windows.
 # Still 2 with peak_memory, mixed_precision, loss_scale; peak_memory_bytes now covers the timed windows only.
+# Still 2 with processes, rounds_process, process_samples_per_sec (--processes N only).
 SCHEMA_VERSION = 2
 
 FIELDS: dict[str, str] = {
@@ -49,6 +50,10 @@ FIELDS: dict[str, str] = {
     "step_time_ms": "ms",
     "step_time_ms_p90": "ms",
     "window_s": "s (list)",
+    # --processes N: a benchmark merged from its worker processes (tf2bench.processes); absent from a one-process run
+    "processes": "process numbers (list)",
+    "rounds_process": "process number (list, one per round)",
+    "process_samples_per_sec": "samples/s (list, one per process)",
     "first_step_s": "s",
     "setup_s": "s",
     "build_s": "s",

@@ -51,8 +51,23 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "distributed loops: strong (default; --batch-size is the global batch, split over the replicas) "
         "or weak (--batch-size per replica)",
     ),
+    "processes": (
+        "TF2BENCH_PROCESSES",
+        "run the selection in N fresh worker processes, one after another, each timing a share of every benchmark's "
+        "rounds; saved as one run whose rounds keep their process (default 1: in this process)",
+    ),
 }
 FLAGS = frozenset({"profile"})  # options that take no value
+PROCESS_ENV = "TF2BENCH_PROCESS"  # "k/N": this process is worker k of N (set by tf2bench.processes, never by hand)
+
+
+def round_share(total: int, process: int, processes: int) -> int:
+    """The rounds worker ``process`` (1..processes) times of a benchmark's ``total``: spread evenly, the first
+    processes taking the remainder, at least one each (a process that timed nothing would tell nothing of its level).
+    ``process`` 0 is not a worker: all of them."""
+    if process == 0 or processes <= 1:
+        return total
+    return max(1, total // processes + (process <= total % processes))
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,12 @@ class SuiteOptions:
     devices: int | None = None  # None: every GPU, or one CPU device (see tf2bench.distribute)
     scaling: str = "strong"  # the distributed loops' batch: global, split over replicas (strong), or per replica
     mixed_precision: str = "auto"  # RunConfig.MIXED_PRECISIONS
+    processes: int = 1  # worker processes the selection runs in (tf2bench.processes); 1: this process
+    process: int = 0  # 1..processes: this is that worker (PROCESS_ENV), timing its share of the rounds; 0: not a worker
+
+    def share(self, total: int) -> int:
+        """This process's share of ``total`` rounds (all of them outside a worker)."""
+        return round_share(total, self.process, self.processes)
 
     def cases(self) -> list[Case]:
         """Repeat-major order, so every variant sees the same machine drift."""
@@ -108,10 +129,11 @@ class SuiteOptions:
     def run_config(self, workload: str, seed: int) -> RunConfig:
         wl = get_workload(workload)
         epochs = self.epochs if self.epochs is not None else self.preset.epochs
+        epochs = self.share(epochs) if epochs else epochs  # a worker process times its share of the windows
         return RunConfig(
             batch_size=self.batch_size or wl.batch_size,
             steps=self.steps or self.preset.steps_for(workload),
-            rounds=epochs or self.rounds or self.preset.rounds,
+            rounds=epochs or self.share(self.rounds or self.preset.rounds),
             warmup_steps=self.preset.warmup_steps,
             seed=seed,
             epochs=epochs,
@@ -147,7 +169,12 @@ class SuiteOptions:
         cal = cache[workload, api]
         if "error" in cal:  # no reference loop runs this model: the preset's steps, and why
             return config, Windows(source="preset", calibration=cal)
-        windows = Windows("calibrated", cal, cal["round_budget_s"], cal["min_rounds"])
+        # a worker process's share of the budget and of the minimum rounds (the cache keeps the whole run's: workers
+        # after the first get it from tf2bench.processes and time the same windows, calibrated once)
+        budget = cal["round_budget_s"]
+        if budget is not None and self.process:
+            budget /= self.processes
+        windows = Windows("calibrated", cal, budget, self.share(cal["min_rounds"]))
         return replace(config, steps=cal["steps"]), windows
 
     def record(self, wall_s: float, harness_overhead: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -199,6 +226,16 @@ def _flag(name: str, value: Any) -> bool:
     raise BadInputError(f"{OPTIONS[name][0]} must be 1/0, true/false, yes/no or on/off, got {value!r}")
 
 
+def _worker_role(value: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise BadInputError(f"{PROCESS_ENV} must be k/N with 1 <= k <= N (set by tf2bench.processes), got {value!r}")
+    return k, n
+
+
 def workload_names(value: str) -> str:
     """Registered names stay; ``package.module:attribute`` specs are imported, registered and named."""
     return ",".join(load_spec(t.strip()).name if ":" in t else t for t in str(value).split(","))
@@ -241,6 +278,9 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
         raise BadInputError(
             f"unknown mixed precision {mixed_precision!r}; valid: {', '.join(RunConfig.MIXED_PRECISIONS)}"
         )
+    processes, process = _optional_int("processes", get("processes")) or 1, 0
+    if env.get(PROCESS_ENV):  # a worker of tf2bench.processes: never spawns workers of its own
+        process, processes = _worker_role(env[PROCESS_ENV])
     opts = SuiteOptions(
         workloads=tuple(workloads),
         apis=tuple(apis),
@@ -262,6 +302,8 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
         devices=_optional_int("devices", get("devices")),
         scaling=scaling,
         mixed_precision=mixed_precision,
+        processes=processes,
+        process=process,
     )
     if not opts.cases():
         raise BadInputError(f"the selection runs nothing: workloads {list(workloads)} have no api among {list(apis)}")

@@ -106,6 +106,18 @@ class WindowStats:
     def noisy(self) -> bool:
         return self.cv > NOISY_CV
 
+    def record(self) -> dict[str, float | bool]:
+        """The result record's throughput keys (tf2bench.record), from these windows."""
+        return {
+            "samples_per_sec": self.samples_per_sec,
+            "samples_per_sec_min": self.samples_per_sec_min,
+            "samples_per_sec_max": self.samples_per_sec_max,
+            "cv": self.cv,
+            "noisy": self.noisy,
+            "step_time_ms": self.step_time_ms_median,
+            "step_time_ms_p90": self.step_time_ms_p90,
+        }
+
 
 def window_stats(
     window_seconds: Sequence[float], steps_per_window: Sequence[int], samples_per_step: int
