@@ -39,7 +39,20 @@ LAYERS: dict[str, int] = {
     "calibration": 4,  # calibrated windows, on a real run of the reference loop
     "suite": 5,  # options and cases
     **dict.fromkeys(
-        ("api", "pytest_plugin", "cli", "tb", "doctor", "multiworker", "worker", "bisect", "variants", "distribute"),
+        (
+            "api",
+            "pytest_plugin",
+            "process_plugin",
+            "processes",
+            "cli",
+            "tb",
+            "doctor",
+            "multiworker",
+            "worker",
+            "bisect",
+            "variants",
+            "distribute",
+        ),
         6,
     ),  # entry points (variants, distribute: the 0.1 import paths, kept as aliases)
 }
