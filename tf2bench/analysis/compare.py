@@ -29,8 +29,9 @@ from math import comb
 import pandas as pd
 
 from tf2bench import envinfo
-from tf2bench.analysis import noise, runs
-from tf2bench.analysis.runs import SavedRun, round_throughputs
+from tf2bench.analysis import noise, runs, spread
+from tf2bench.analysis.runs import SavedRun
+from tf2bench.analysis.spread import round_costs  # per round: seconds per sample, or x fit's time (history reads it)
 from tf2bench.errors import BadInputError
 
 DEFAULT_THRESHOLD_PCT = 10.0
@@ -67,38 +68,6 @@ class Comparison:
 def min_p_value(n: int, m: int) -> float:
     """The smallest one-sided p an exact Mann-Whitney U test can return for samples of n and m."""
     return 1.0 / comb(n + m, n)
-
-
-def round_costs(run: SavedRun, normalize: bool) -> tuple[dict[Key, list[float]], list[Key]]:
-    """Per-round cost of every benchmark, pooled over repeats and seeds: higher = slower.
-
-    Absolute: seconds per sample. Normalised: fit's median throughput (same run, repeat,
-    seed, workload, api) / the round's throughput, i.e. how many times fit's time it took.
-    """
-    fit: dict[tuple, float] = {}
-    for bench in run.benchmarks:
-        info = bench["extra_info"]
-        if info["variant"] == "fit":
-            tput = round_throughputs(bench)
-            if tput:
-                fit[(info["workload"], info["api"], info.get("repeat", 0), info.get("seed", 0))] = statistics.median(
-                    tput
-                )
-    costs: dict[Key, list[float]] = defaultdict(list)
-    unnormalizable: list[Key] = []
-    for bench in run.benchmarks:
-        info = bench["extra_info"]
-        key = (info["workload"], info["api"], info["variant"])
-        tput = round_throughputs(bench)
-        if not normalize:
-            costs[key] += [1.0 / t for t in tput]
-            continue
-        ref = fit.get((info["workload"], info["api"], info.get("repeat", 0), info.get("seed", 0)))
-        if ref is None:
-            unnormalizable.append(key)
-        else:
-            costs[key] += [ref / t for t in tput]
-    return dict(costs), list(dict.fromkeys(unnormalizable))
 
 
 def _groups(base: dict[Key, list[float]], cur: dict[Key, list[float]], by: str) -> dict[Key, list[Key]]:
@@ -166,6 +135,8 @@ def compare(
     baseline is the mean of its commit's runs among them (see replicates; pool_commit=False: the baseline alone).
     A loop the history cannot measure yet (cold start) is not gated (NOT_GATED: rounds alone cry wolf), or with
     prior_pct tested against that stated run-to-run noise (noise.prior). No history at all: the rounds decide.
+    A run saved with --processes N is its processes' mean, and their spread is a noise estimate of its own, pooled
+    with the history's (tf2bench.analysis.spread): with 3 or more processes a loop is gated without a history.
     """
     from scipy.stats import mannwhitneyu
 
@@ -201,23 +172,26 @@ def compare(
         )
         listed = (benchmark_names(base_all), benchmark_names(cur_all))
         raise BadInputError(f"no common {what} between {baseline.path} ({listed[0]}) and {current.path} ({listed[1]})")
-    levels = [{k: noise.level(v) for k, v in pooled_of(h).items()} for h in history]
+    by_process = spread.Runs(normalize, groups)  # runs saved with --processes N: the mean over their processes
+    levels = [{k: by_process.level(h, k, v) for k, v in pooled_of(h).items()} for h in history]
     noises = noise.estimate(levels)
-    rep_levels = [{k: noise.level(v) for k, v in rc.items()} for rc in rep_costs]
+    rep_levels = [{k: by_process.level(r, k, v) for k, v in rc.items()} for r, rc in zip(reps, rep_costs, strict=True)]
     n_base = {k: sum(k in lv for lv in rep_levels) for k in common}
     base_level = {k: statistics.fmean(lv[k] for lv in rep_levels if k in lv) for k in common}
     gated = [k for k in common if not (normalize and k[2] == "fit")]
     if history and prior_pct:  # cold start: a loop without its own estimate is tested against the stated prior
         noises = {**noise.prior(levels, [k for k in gated if k not in noises], prior_pct), **noises}
+    noises = by_process.noises(noises, current, reps, rep_costs)  # the between-process spread, pooled in
     run_alpha = alpha / max(1, len(gated))  # Bonferroni: the level one loop changing alone must reach ("detects")
-    log_change = {k: noise.level(cur[k]) - base_level[k] for k in common}  # + is slower
+    log_change = {k: by_process.level(current, k, cur[k]) - base_level[k] for k in common}  # + is slower
     run_ps = {  # one-sided run-to-run p of every gated loop, slower and faster, for Benjamini-Hochberg over loops
         d: {k: noise.run_p_value(d * log_change[k], noises[k], n_base[k]) for k in gated if k in noises}
         for d in (1, -1)
     }
     cutoff = {d: noise.bh_cutoff(list(ps.values()), alpha, len(gated)) for d, ps in run_ps.items()}
     # a workload whose loops slowed together (absolute only: normalised, that is fit's own change)
-    shifts = {} if normalize else noise.workload_shifts(levels, rep_levels, {k: noise.level(cur[k]) for k in gated})
+    cur_levels = {k: log_change[k] + base_level[k] for k in gated}
+    shifts = {} if normalize else noise.workload_shifts(levels, rep_levels, cur_levels)
     shift_alpha = alpha / max(1, len(shifts))  # Bonferroni over the workloads
     shifted = {w for w, sh in shifts.items() if sh.p <= shift_alpha}
     rows, untestable = [], []
@@ -299,7 +273,9 @@ def compare(
             "the two runs (or during fit's benchmark, with --normalize) shifts every round alike and the test cannot "
             "tell it from a code change. Gate on a quiet, dedicated runner and interleave with --repeat 3 or more."
         )
-    notes += noise.notes(table, noises, len(history), (alpha, run_alpha, len(gated)), target_pct, repeats)
+    alphas = (alpha, run_alpha, len(gated))
+    notes += noise.notes(table, noises, len(history), alphas, target_pct, repeats, by_process.processes(current))
+    notes += by_process.notes(current, len(history))
     notes += noise.shift_notes(shifts, shift_alpha, len(reps), threshold_pct)
     differ = envinfo.differences(baseline.machine, current.machine)
     if differ:  # the figures depend on these as much as on the code: say so before anyone reads a verdict

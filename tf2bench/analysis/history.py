@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tf2bench.analysis import compare, runs
+from tf2bench.analysis import compare, runs, spread
 from tf2bench.analysis.runs import RunFileError, SavedRun
 from tf2bench.errors import BadInputError
 
@@ -41,10 +41,16 @@ class Point:
     index: int  # position among all the runs read, oldest first
     label: str  # the run number (with its position when numbers repeat)
     logs: np.ndarray
+    process_levels: tuple[float, ...] = ()  # a run saved with --processes N: each process's log median (spread.py)
+
+    @property
+    def level(self) -> float:
+        """The run's level: the mean over its processes, or the log median of its rounds."""
+        return float(np.mean(self.process_levels)) if self.process_levels else float(np.median(self.logs))
 
     @property
     def value(self) -> float:
-        return float(np.exp(np.median(self.logs)))
+        return float(np.exp(self.level))
 
 
 @dataclass
@@ -116,13 +122,17 @@ def build(
         label = names[i]
         machine = MERGED if merge_machines else runs.machine_of(run)
         costs, unnormalizable = compare.round_costs(run, normalize)  # per round: seconds per sample, or x fit's time
+        per_process = spread.process_costs(run, normalize) if spread.tagged(run) else {}
         pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
         for (workload, _api, variant), cost in costs.items():
             if not (normalize and variant == "fit"):
                 pooled[(workload, variant)] += cost
         for (workload, variant), cost in pooled.items():
+            keys = [k for k in per_process if (k[0], k[2]) == (workload, variant)]  # the loop's APIs
+            procs = tuple(-x for x in spread.levels(spread.pool(per_process, keys) or {})) if keys else ()
             if cost:
-                groups[(workload, variant, machine)].append(Point(run, i, label, -np.log(np.asarray(cost))))
+                point = Point(run, i, label, -np.log(np.asarray(cost)), procs if len(procs) > 1 else ())
+                groups[(workload, variant, machine)].append(point)
         if unnormalizable:
             notes.append(
                 f"run {label}: no fit to normalise against for {compare.benchmark_names(unnormalizable)} (left out)"
@@ -143,7 +153,10 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
       pooled over all runs, so one noisy run cannot dominate), as the error of a median of m rounds:
       x sqrt(pi/2) / sqrt(m), m the median number of rounds per run; and
     - the scatter between runs that a run's rounds share (a busy machine slows all of them alike), which the
-      within-run spread cannot see: MAD of successive differences of y / sqrt(2) (robust to a few real steps).
+      within-run spread cannot see: MAD of successive differences of y / sqrt(2) (robust to a few real steps),
+      pooled (by degrees of freedom) with the spread between the worker processes of runs saved with --processes N
+      divided by N, an estimate of the same scatter from inside each run (tf2bench.analysis.spread); y is then the
+      mean over the run's processes.
     ruptures' Pelt minimises the l2 cost plus a penalty of 2 sigma^2 ln(n) per change point: the BIC of a mean
     shift in Gaussian noise (two parameters per change, its place and the new level), at least MIN_RUNS runs a side.
     """
@@ -152,10 +165,17 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
     pts, n = series.points, len(series.points)
     if n < 2 * MIN_RUNS:
         return
-    y = np.array([np.median(p.logs) for p in pts])
+    y = np.array([p.level for p in pts])
     within = MAD_TO_SD * np.median(np.concatenate([np.abs(p.logs - np.median(p.logs)) for p in pts]))
     rounds = float(np.median([len(p.logs) for p in pts]))
     between = MAD_TO_SD * np.median(np.abs(np.diff(y))) / math.sqrt(2)
+    procs = [np.asarray(p.process_levels) for p in pts if p.process_levels]
+    if procs:  # the between-process variance / N, on sum(N - 1) df; the successive differences' df ~ 2(n - 1)/3
+        df_p, df_b = sum(len(v) - 1 for v in procs), 2 * (n - 1) / 3
+        per_run = (
+            sum(float(((v - v.mean()) ** 2).sum()) for v in procs) / df_p / float(np.median([len(v) for v in procs]))
+        )
+        between = math.sqrt((df_b * between**2 + df_p * per_run) / (df_b + df_p))
     series.noise = max(within * math.sqrt(math.pi / 2 / rounds), between, 1e-4)
     penalty = 2 * series.noise**2 * math.log(n)
     bounds = rpt.Pelt(model="l2", min_size=MIN_RUNS, jump=1).fit(y.reshape(-1, 1)).predict(pen=penalty)[:-1]

@@ -221,6 +221,13 @@ def repeats_for(target: float, detect_within: float, repeats: int) -> int | None
     return max(repeats, math.ceil(repeats * ratio * ratio))
 
 
+def processes_for(target: float, detect_run: float, processes: int) -> int:
+    """--processes that brings a loop limited by run-to-run noise to ``target`` (fractions), if that noise is what
+    differs between processes (tf2bench.analysis.spread): a run's level then scatters as 1/sqrt(processes)."""
+    ratio = math.log1p(detect_run) / math.log1p(target)
+    return max(processes + 1, math.ceil(processes * ratio * ratio))
+
+
 def cold_start(noises: Mapping[Key, RunNoise], n_history: int, ungated: int) -> str:
     """The cold-start warning ("" when every gated loop's noise is measured): what is gated, what is needed."""
     priors = [n for n in noises.values() if n.prior]
@@ -249,11 +256,18 @@ def cold_start(noises: Mapping[Key, RunNoise], n_history: int, ungated: int) -> 
 
 
 def notes(
-    table: Any, noises: dict, n_history: int, alphas: tuple[float, float, int], target: float, repeats: int
+    table: Any,
+    noises: dict,
+    n_history: int,
+    alphas: tuple[float, float, int],
+    target: float,
+    repeats: int,
+    processes: int = 1,
 ) -> list[str]:
-    """What the run-to-run test rested on, and what a pass means: the smallest slowdown each loop could show."""
+    """What the run-to-run test rested on, and what a pass means: the smallest slowdown each loop could show.
+    ``processes``: the current run's worker processes (a run saved with --processes N; spread.py)."""
     alpha, run_alpha, m = alphas
-    if not n_history:
+    if not n_history and not noises:
         return [
             f"no run-to-run noise estimate: {n_history} run(s) of this machine up to the baseline (needs "
             f"{MIN_RUNS}; see --history). These verdicts test rounds only, and two runs of the same code differ "
@@ -265,12 +279,13 @@ def notes(
     out = [warning] if (warning := cold_start(noises, n_history, ungated)) else []
     if not noises:
         return out
-    out.append(
-        f"run-to-run noise from {max(n.runs for n in noises.values())} run(s) of this machine up to the baseline: a "
-        f"regression must also stand out from it (one-sided {'t' if measured else 'normal test'} on the run medians, "
-        f"Benjamini-Hochberg at {alpha:g} over {m} loops: a loop slowed alone needs p < {run_alpha:.2g}); "
-        f"{len(named)} of {len(table)} loop(s) have an estimate"
-    )
+    if any(n.runs or n.prior for n in noises.values()):  # (worker processes' spread alone: see spread.py's note)
+        out.append(
+            f"run-to-run noise from {max(n.runs for n in noises.values())} run(s) of this machine up to the baseline: "
+            f"a regression must also stand out from it (one-sided {'t' if measured else 'normal test'} on the run "
+            f"medians, Benjamini-Hochberg at {alpha:g} over {m} loops: a loop slowed alone needs p < {run_alpha:.2g}); "
+            f"{len(named)} of {len(table)} loop(s) have an estimate"
+        )
     gated = table[table["detects_pct"].notna() & (table["detects_pct"] < math.inf)]
     slow = gated[gated["detects_pct"] > target]
     if len(slow):
@@ -281,9 +296,12 @@ def notes(
             need = max(repeats_for(target / 100, w / 100, repeats) or 0 for w in by_rounds["within_detects_pct"])
             tips.append(f"{len(by_rounds)} limited by the rounds' spread: --repeat {need} on both runs")
         if len(by_runs):
+            need = max(processes_for(target / 100, d / 100, processes) for d in by_runs["detects_pct"])
             tips.append(
                 f"{len(by_runs)} limited by run-to-run noise ({', '.join(by_runs['benchmark'])}): more repeats do not "
-                "help, a quieter dedicated runner does"
+                f"help; --processes {need} on both runs would (at most: if that noise is what differs between "
+                "processes, a run's level scatters as 1/sqrt(N), and its estimate gains degrees of freedom), or a "
+                "quieter runner"
             )
         out.append(f"{len(slow)} loop(s) could not detect a {target:g}% slowdown (column detects): " + "; ".join(tips))
     return out
