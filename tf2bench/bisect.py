@@ -8,9 +8,7 @@ the plugin runs) is imported, not the installed one. The ends are measured first
 and whether it is good or bad is tf2bench.analysis.bisection's job. Everything stays under results/bisect/<id>/: a
 folder per measured commit (its pytest-benchmark runs, pytest's output, the profiler traces), ``transcript.txt``
 (what was printed) and ``bisect.json`` (the session: commits, probes and their verdicts, result, explanation).
-
-Exit 0 found, 1 not reproducible (the ends do not differ), 2 bad input (not a repository, an unknown revision,
-uncommitted changes where they matter, an option bisect owns), 3 cannot tell.
+Exit codes: add_subcommand's description (docs/gate.md).
 """
 
 from __future__ import annotations
@@ -66,13 +64,13 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
 def repo_root(path: Path) -> Path:
     if not path.is_dir():
         raise BadInputError(f"--repo {path}: no such directory")
-    out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if out.returncode or not out.stdout.strip():
+    top = git(path, "rev-parse", "--show-toplevel", check=False)
+    if not top:
         raise BadInputError(
             f"{path} is not a git repository (a working tree): bisect needs one; --repo names a directory inside it "
             "(default: the current directory)"
         )
-    return Path(out.stdout.strip())
+    return Path(top)
 
 
 def resolve(repo: Path, rev: str, role: str) -> str:
@@ -150,7 +148,7 @@ class Measurer:
         store = folder / "runs"
         before = set(runs.saved_runs(store)) if store.is_dir() else set()
         folder.mkdir(parents=True, exist_ok=True)
-        log = folder / f"pytest-{len(before) + 1}.log"
+        log = folder / f"pytest-{len(list(folder.glob('pytest-*.log'))) + 1}.log"  # a failed run keeps its log too
         cmd = [sys.executable, "-m", "pytest", self.suite, "-p", "no:cacheprovider", "--benchmark-autosave"]
         cmd += [f"--benchmark-storage=file://{store.resolve()}", *self.args]
         with tempfile.TemporaryDirectory(prefix="tf2bench-bisect-") as tmp:
@@ -228,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
     ends_runs, max_runs = (
         check_positive_int(o, v) for o, v in (("--ends-runs", args.ends_runs), ("--max-runs", args.max_runs))
     )
+    if not 0 < args.threshold < 1000:
+        raise BadInputError(f"--threshold must be a percentage above 0, got {args.threshold!r}")
     if ends_runs < 2:
         raise BadInputError(
             f"--ends-runs must be >= 2 (the run-to-run noise needs two runs of an end), got {ends_runs}"
