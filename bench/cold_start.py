@@ -1,13 +1,16 @@
 """The gate's cold start and tf2bench history's power, measured on the A/A runs of bench/error_rates.py (issue 21.4).
 
     python bench/error_rates.py collect --out DIR --aa 8 --planted 0 --workload mnist   # ~15 min on 2 cores
-    python bench/cold_start.py --out DIR [--sims 200]                                    # the tables of docs/gate.md
+    python bench/cold_start.py --out DIR [--sims 200] [--false-sims 2000] [--history-only]  # docs/gate.md's tables
 
 Cold-start pairs: a baseline run with 0, 1 or 2 runs before it as its history (3 for reference: the gate then
 measures the noise itself), compared with every later run of the same code: as compare did before (rounds alone
 below 3 runs of history), as it does now (not gated yet, with a warning), and with a stated prior run-to-run noise
 (--prior-noise 12 and 25; the baseline's commit pooled and alone). Every flagged loop is a false alarm. Reads the
 saved runs only (no TensorFlow).
+
+History's power: simulated series through tf2bench.analysis.history.detect (the smallest step counted at its run
+with 3, 5, 10 runs a side; how often 20 runs of the same code get a counted step, with its 95% upper bound).
 """
 
 from __future__ import annotations
@@ -98,22 +101,27 @@ SIDES = (3, 5, 10)  # runs on each side of the step
 POWER = 0.8  # counted four times in five, as compare's "detects"
 
 
-def _power_cells(sd: float, deviations: Any, rounds: int, sims: int, rng: Any) -> list[str]:
-    """False steps over 20 runs, then per runs a side: the smallest step of GRID counted at its run >= 80%."""
-    cells = [f"{_rate(sd, deviations, rounds, 10, 0.0, sims, rng):.1%}"]
+def _power_cells(sd: float, deviations: Any, rounds: int, sims: int, false_sims: int, rng: Any) -> list[str]:
+    """False steps over 20 runs (share of false_sims series, and its 95% upper bound: Clopper-Pearson, one-sided),
+    then per runs a side: the smallest step of GRID counted at its run in >= 80% of sims series."""
+    from scipy.stats import beta
+
+    hits = round(_rate(sd, deviations, rounds, 10, 0.0, false_sims, rng) * false_sims)
+    upper = 1.0 if hits == false_sims else float(beta.ppf(0.95, hits + 1, false_sims - hits))
+    cells = [f"{hits / false_sims:.1%} (<= {upper:.1%})"]
     for n in SIDES:
         found = next((g for g in GRID if _rate(sd, deviations, rounds, n, g, sims, rng) >= POWER), None)
         cells.append(f"{'> 300' if found is None else f'{found:g}'}%")
     return cells
 
 
-def _history_power(aa: list, sims: int, seed: int = 0) -> list[str]:
+def _history_power(aa: list, sims: int, false_sims: int, seed: int = 0) -> list[str]:
     """The smallest step tf2bench history counts four times in five with 3, 5, 10 runs a side (the step at the
     middle run, found there and counted), simulated: run levels ~ N(0, sd), 5 rounds a run spread 3% about it
     (within-run spread of these runs), sd from NOISE_GRID; then per loop of the A/A runs, sd from the successive
     differences of its levels (which already hold the rounds' share: conservative) and its rounds' real deviations.
-    No formula beside it: history estimates sigma from the same runs (the step inflates it) and a small step is often
-    placed a run off; a t-test power formula's step was counted at its run in only 36-53% of simulated series."""
+    No formula beside it: Pelt must propose the cut before it is tested, and a small step is often placed a run off
+    (its run then widens the scatter the test reads)."""
     import numpy as np
 
     from tf2bench.analysis import history, noise
@@ -123,7 +131,9 @@ def _history_power(aa: list, sims: int, seed: int = 0) -> list[str]:
     lines = ["| run-to-run sd | false steps (20 runs, no step) |" + sides, "|---|---|" + "---|" * 3]
     for pct in NOISE_GRID:
         sd = math.log1p(pct / 100)
-        lines.append(f"| {pct:g}% | " + " | ".join(_power_cells(sd, rng.normal(0, 0.03, 4000), 5, sims, rng)) + " |")
+        lines.append(
+            f"| {pct:g}% | " + " | ".join(_power_cells(sd, rng.normal(0, 0.03, 4000), 5, sims, false_sims, rng)) + " |"
+        )
     series, _ = history.build(aa)
     history.analyse(series)
     lines += ["", "| loop (A/A runs) | run-to-run sd | history's sigma | false steps |" + sides]
@@ -132,7 +142,7 @@ def _history_power(aa: list, sims: int, seed: int = 0) -> list[str]:
         sd = math.sqrt(noise.mssd([float(np.median(p.logs)) for p in s.points])[0])
         dev = np.concatenate([p.logs - np.median(p.logs) for p in s.points])
         rounds = int(np.median([len(p.logs) for p in s.points]))
-        cells = _power_cells(sd, dev, rounds, sims, rng)
+        cells = _power_cells(sd, dev, rounds, sims, false_sims, rng)
         lines.append(
             f"| {s.workload}/{s.variant} | {100 * math.expm1(sd):.1f}% | {100 * s.noise:.1f}% | "
             + " | ".join(cells)
@@ -141,22 +151,28 @@ def _history_power(aa: list, sims: int, seed: int = 0) -> list[str]:
     return lines
 
 
-def analyse(out: Path, sims: int) -> str:
+def analyse(out: Path, sims: int, false_sims: int = 2000, history_only: bool = False) -> str:
     """Cold start and history's power, from the A/A runs alone (collect --planted 0 is enough)."""
     aa = _runs(out / "runs" / "aa")
-    text = [f"## Cold start: {len(aa)} A/A runs, every later run vs a baseline with 0-3 runs before it", ""]
-    text += [*_cold_start(aa), "", f"## tf2bench history's power, simulated from the noise of the {len(aa)} A/A runs"]
-    text += ["", f"({sims} series per cell; smallest step, time per sample, counted in >= 80% of them)", ""]
-    return "\n".join([*text, *_history_power(aa, sims)]) + "\n"
+    text = []
+    if not history_only:
+        text += [f"## Cold start: {len(aa)} A/A runs, every later run vs a baseline with 0-3 runs before it", ""]
+        text += [*_cold_start(aa), ""]
+    text += [f"## tf2bench history's power, simulated from the noise of the {len(aa)} A/A runs", ""]
+    text += [f"({sims} series per power cell: smallest step, time per sample, counted in >= 80% of them; {false_sims}"]
+    text += ["series of 20 runs per false-step cell)", ""]
+    return "\n".join([*text, *_history_power(aa, sims, false_sims)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="the folder error_rates.py collect wrote (runs/aa/)")
     p.add_argument("--sims", type=int, default=200, help="simulated series per cell of the power table")
+    p.add_argument("--false-sims", type=int, default=2000, help="simulated 20-run A/A series per false-step cell")
+    p.add_argument("--history-only", action="store_true", help="history's power alone (cold_start-history.md)")
     args = p.parse_args(argv)
-    text = analyse(args.out, args.sims)
-    (args.out / "cold_start.md").write_text(text)
+    text = analyse(args.out, args.sims, args.false_sims, args.history_only)
+    (args.out / ("cold_start-history.md" if args.history_only else "cold_start.md")).write_text(text)
     print(text)
     return 0
 

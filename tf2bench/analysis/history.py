@@ -8,10 +8,10 @@ series are merged on request.
 
 Steps are proposed by ruptures (Pelt, l2 cost on the log of the run medians) and then tested: a
 step counts only when a two-sided t test on the run levels of the segment before vs the segment after
-(the series' run-to-run noise as their scale) gives p < 0.01 *and* the time per sample changed by more
-than the threshold (as in compare). A proposed step that does not count is dropped and its two segments
-merged (the weakest first) until every remaining step counts, so "the newest segment vs the one
-before it" is always a counted step, or none.
+(their own scatter as the scale, corrected for Pelt having chosen the cut: _test) gives p < 0.01 *and* the
+time per sample changed by more than the threshold (as in compare). A proposed step that does not count is
+dropped and its two segments merged (the weakest first) until every remaining step counts, so "the newest
+segment vs the one before it" is always a counted step, or none.
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
       mean over the run's processes.
     ruptures' Pelt minimises the l2 cost plus a penalty of 2 sigma^2 ln(n) per change point: the BIC of a mean
     shift in Gaussian noise (two parameters per change, its place and the new level), at least MIN_RUNS runs a side.
+    sigma sets the penalty only (which cuts are proposed); whether a cut counts is _test's, on the levels themselves.
     """
     import ruptures as rpt
 
@@ -181,7 +182,7 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
     bounds = rpt.Pelt(model="l2", min_size=MIN_RUNS, jump=1).fit(y.reshape(-1, 1)).predict(pen=penalty)[:-1]
     while True:  # drop the weakest step that does not count, merge its segments, test the rest again
         edges = [0, *bounds, n]
-        tested = [_test(pts, y, *edges[j : j + 3], threshold_pct, alpha, series.noise) for j in range(len(bounds))]
+        tested = [_test(pts, y, *edges[j : j + 3], threshold_pct, alpha) for j in range(len(bounds))]
         weak = [s for s in tested if not s.counts]
         if not weak:
             series.steps = tested
@@ -191,22 +192,44 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
         bounds.remove(worst.at)
 
 
-def _test(
-    pts: list[Point], y: np.ndarray, start: int, at: int, end: int, threshold_pct: float, alpha: float, noise: float
-) -> Step:
-    """Runs before vs after, as runs: a two-sided t on the run levels with the series' run-to-run noise.
+def _test(pts: list[Point], y: np.ndarray, start: int, at: int, end: int, threshold_pct: float, alpha: float) -> Step:
+    """Runs before vs after, as runs: a two-sided pooled t on the run levels of the stretch [start, end) between
+    the neighbouring cuts, Bonferroni-corrected for the cuts Pelt could have chosen in it.
 
     Not a test on the rounds: rounds of one process share its state, so pooled over a few runs they look like
     many independent samples and a slow minute becomes a "step" (docs/gate.md: on one history of 15 runs of
     windows that varied from run to run, 12 steps that were not code with the rounds test, 9 with this one).
+
+    Derivation. Null: the L = end - start levels of the stretch are independent N(mu, s^2) (the code did not
+    change). For a cut k given in advance, T_k = (mean after - mean before) / (s_k sqrt(1/a + 1/b)), s_k^2 the
+    variance pooled about each side's own mean, is exactly Student's t on L - 2 df (s_k^2 is independent of the
+    two means, whatever s). Two corrections to the test this replaces (docs/gate.md, history's power):
+    1. The scale. It was the series' sigma (MAD of the n - 1 successive differences, the penalty's scale) read as
+       known to n - 2 df. That estimator's tails match a t on only ~0.9 + 0.37 (n - 1) df (simulated, 200,000
+       series of n = 4..40: 2.0 df at n = 4, 8.3 at 20), and a MAD gauges the normal scale, not the SD a mean's
+       error is made of: levels with heavier tails (t, 4 df) went further. The pooled s_k is the SD itself, on
+       its exact df; a run hit by a load burst, or a drift inside the stretch, widens it (fewer steps counted,
+       never more). The process spread of runs saved with --processes N stays out: it sees a run's level
+       scatter only in part (not what a run's processes share), so pooled in it would shrink s_k below it.
+    2. The cut. Pelt placed k where the levels differ most; T at a chosen cut is not t-distributed (a scan
+       statistic). Whatever rule chose it among the K = L - 2 MIN_RUNS + 1 cuts with MIN_RUNS runs a side,
+       P(|T_chosen| > c) <= P(max_k |T_k| > c) <= sum_k P(|T_k| > c) = K P(|t_{L-2}| > c), for any dependence
+       between the T_k: p = min(1, K p_k). Its price against the exact maximum is small, as the maximum is
+       made at the little-correlated cuts near the ends: with sigma known, at 1% the critical |Z| is 2.94 vs
+       2.89 exact for L = 6 and 3.44 vs 3.30 for L = 20 (simulated); Sidak's 1 - (1 - p_k)^K is the same to 3
+       digits. Not covered: the neighbouring cuts are Pelt's too, and the merge loop tests again; measured
+       instead (bench/cold_start.py: false steps per 20-run series, docs/gate.md).
     """
     from scipy.stats import t
 
     before, after = y[start:at], y[at:end]  # the run levels detect() segmented
     diff = float(after.mean() - before.mean())
     ratio = math.exp(diff)  # throughput after / before
-    se = noise * math.sqrt(1 / len(before) + 1 / len(after))
-    p = float(2 * t.sf(abs(diff) / se, max(1, len(pts) - 2)))
+    df = end - start - 2  # >= 2: MIN_RUNS >= 2 a side
+    pooled = float(((before - before.mean()) ** 2).sum() + ((after - after.mean()) ** 2).sum()) / df
+    se = max(math.sqrt(pooled), 1e-4) * math.sqrt(1 / len(before) + 1 / len(after))  # floor: identical levels
+    cuts = end - start - 2 * MIN_RUNS + 1
+    p = min(1.0, cuts * float(2 * t.sf(abs(diff) / se, df)))
     beyond = abs(1.0 / ratio - 1.0) > threshold_pct / 100.0  # time per sample, as compare's threshold
     if p >= alpha:
         why = "not significant"
