@@ -201,7 +201,7 @@ def repo(tmp_path):
         (["HEAD~3", "HEAD~1", "--", "--benchmark-storage=x"], "leave out --benchmark-storage=x"),
         (["HEAD~3", "HEAD~1", "--ends-runs", "1"], "--ends-runs must be >= 2"),
         (["HEAD~3", "HEAD~1", "--max-runs", "0"], "--max-runs must be a positive integer"),
-        (["HEAD~3", "HEAD~1", "--threshold", "-5"], "--threshold must be a percentage above 0"),
+        (["HEAD~3", "HEAD~1", "--threshold", "-5"], "--threshold must be a percentage between 0 and 1000"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(repo, tmp_path, capsys, argv, message):

@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         check_positive_int(o, v) for o, v in (("--ends-runs", args.ends_runs), ("--max-runs", args.max_runs))
     )
     if not 0 < args.threshold < 1000:
-        raise BadInputError(f"--threshold must be a percentage above 0, got {args.threshold!r}")
+        raise BadInputError(f"--threshold must be a percentage between 0 and 1000, got {args.threshold!r}")
     if ends_runs < 2:
         raise BadInputError(
             f"--ends-runs must be >= 2 (the run-to-run noise needs two runs of an end), got {ends_runs}"

@@ -108,8 +108,11 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="regression gate: baseline run vs current run",
         description="Compare two saved runs loop by loop (or benchmark by benchmark with --by benchmark). A "
-        "regression is a slowdown beyond --threshold that a one-sided Mann-Whitney U test on the per-round "
-        "times finds significant (p < 0.01). "
+        "regression is a slowdown beyond --threshold that the rounds' one-sided Mann-Whitney U test finds "
+        "significant (p < 0.01) and that stands out from the run-to-run noise (the history's runs, and the "
+        "spread of --processes runs: a t on the run levels, Benjamini-Hochberg over loops, or the workload's "
+        "median loop). With fewer than 3 runs of history and no process spread a loop is not gated yet "
+        "(--prior-noise gates it against a stated noise). docs/gate.md. "
         "Exit 0 no regression, 1 regression, 2 bad input, 3 baseline missing.",
     )
     p.add_argument("baseline", help="baseline run: a file, or a run number under --storage")
@@ -200,7 +203,7 @@ def run_compare(args: argparse.Namespace) -> int:
     what = "speed-up vs fit of the same run" if args.normalize else "samples/s, median of pooled rounds"
     print(
         f"baseline {base.path}\ncurrent  {cur.path}\n({what}; time change + = slower; threshold {args.threshold:g}%,"
-        f" p < {compare.ALPHA:g}, one-sided Mann-Whitney U)"
+        f" p < {compare.ALPHA:g}: the rounds' one-sided Mann-Whitney U and the run-to-run test, docs/gate.md)"
     )
     print(render.text_table(compare.formatted(result)))
     for line in result.notes:
@@ -208,10 +211,16 @@ def run_compare(args: argparse.Namespace) -> int:
     explain.emit(args, base, cur, result)  # each REGRESSION (--explain: every loop) from the profiles
     bad = result.regressions
     for r in bad.itertuples():
-        print(f"REGRESSION: {r.benchmark} is {r.change_pct:.1f}% slower (p = {r.p_value:.4f})")
+        ps = f"p rounds {r.p_value:.2g}" + "".join(
+            f", p {name} {v:.2g}"
+            for name, v in (("run", r.run_p), ("workload", r.shift_p))
+            if v == v  # not NaN
+        )
+        print(f"REGRESSION: {r.benchmark} is {r.change_pct:.1f}% slower ({ps})")
     if len(bad):
         return EXIT_FAILED
-    print("no regression")
+    ungated = int(result.table["verdict"].isin(compare.NOT_GATED.values()).sum()) if len(result.table) else 0
+    print("no regression" + (f" ({ungated} loop(s) not gated yet: see the warning above)" if ungated else ""))
     return EXIT_OK
 
 

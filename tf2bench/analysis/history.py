@@ -59,7 +59,7 @@ class Step:
     label: str
     commit: str
     date: str
-    change_pct: float  # throughput after / before - 1, medians of the pooled rounds
+    change_pct: float  # throughput after / before - 1, from the mean log run level of each side
     p_value: float
     counts: bool
     why: str  # slower, faster, not significant, within threshold

@@ -3,7 +3,7 @@ users read it ($GITHUB_STEP_SUMMARY, a pull-request comment).
 
 The block holds what a reviewer acts on, in this order: the verdict line; the cold-start warning when the gate
 cannot yet measure the machine's run-to-run noise; each regression with its change, p-values, what the gate could
-detect and, when the runs were profiled and tf2bench.analysis.explain is present, what in the step got slower;
+detect and, when the runs were profiled, what in the step got slower (tf2bench.analysis.explain);
 the loops slower but not counted; the fastest loop equivalent to fit in the current run; then, folded, the whole
 table and the notes. Nothing here decides a verdict: it presents compare's Comparison. No TensorFlow.
 
@@ -77,13 +77,9 @@ def fastest(current: SavedRun) -> list[str]:
 
 def explanations(cmp: Comparison, baseline: SavedRun, current: SavedRun) -> dict[str, str]:
     """Per regressed loop, markdown saying what in the step got slower (tf2bench.analysis.explain: per-op self
-    time per train step from both runs' profiles, or what to re-run to get them). {} without that module."""
-    try:
-        from tf2bench.analysis import explain  # issue 21.1; this block works without it
-    except ImportError:
-        return {}
-    if not (hasattr(explain, "for_comparison") and hasattr(explain, "markdown")):
-        return {}
+    time per train step from both runs' profiles, or what to re-run to get them)."""
+    from tf2bench.analysis import explain
+
     try:
         return {e["loop"]: explain.markdown(e) for e in explain.for_comparison(cmp, baseline, current)}
     except (Tf2benchError, OSError, KeyError, ValueError) as exc:  # the verdicts stand; say why they have no "why"
