@@ -16,7 +16,9 @@ functional: the three APIs compute the same function, so one third of the defaul
 ``analyse`` compares each A/A pair and each planted run with the last A/A run (the A/A runs as history),
 with the baseline's commit pooled and alone, and also reads folders b2/ (b with the overhead check kept)
 and ctl/ (controls) when present. bench/cold_start.py reads the same aa/ runs for the cold-start pairs and
-tf2bench history's power (`collect --planted 0 --workload mnist` is enough for it).
+tf2bench history's power (`collect --planted 0 --workload mnist` is enough for it). ``collect --processes N`` makes
+every run one of N worker processes; bench/process_power.py compares N = 1, 3, 5 on a small selection with these
+same clones and plants (docs/gate.md's table by N).
 """
 
 from __future__ import annotations
@@ -90,14 +92,19 @@ def run_suite(
     deselect: tuple[str, ...] = (),
     may_fail: str = "",
     workload: str = "",
+    processes: int = 1,
+    variant: str = "",
 ) -> float:
     """One quick suite run from the clone (its own code, its own commit), saved under storage.
 
-    may_fail: a test expected to fail in this clone (the run counts when it is the only failure)."""
+    may_fail: a test expected to fail in this clone (the run counts when it is the only failure). processes: the
+    run's worker processes (--processes; 1: the suite's own process). variant: loops to run (default: all)."""
     env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "--preset", "quick"]
     cmd += ["--api", api, "--benchmark-autosave", f"--benchmark-storage={storage}"]
     cmd += [f"--workload={workload}"] if workload else []
+    cmd += [f"--variant={variant}"] if variant else []
+    cmd += [f"--processes={processes}"] if processes > 1 else []
     cmd += [f"--deselect={d}" for d in deselect] + ["-rf"]
     if pin:
         cmd = ["taskset", "-c", "0", *cmd]
@@ -112,7 +119,9 @@ def run_suite(
     return took
 
 
-def collect(out: Path, aa: int, api: str, repo: Path = ROOT, planted: int = 2, workload: str = "") -> None:
+def collect(
+    out: Path, aa: int, api: str, repo: Path = ROOT, planted: int = 2, workload: str = "", processes: int = 1
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     base = _clone(out / "src" / "base", repo)
     flops = _clone(out / "src" / "flops", repo)
@@ -125,9 +134,8 @@ def collect(out: Path, aa: int, api: str, repo: Path = ROOT, planted: int = 2, w
         # (b) is a slower tf_function window by design: the harness-overhead check, which times that loop's
         # window against a bare one, rightly fails on it. It still runs (first, as in every other run: leaving it
         # out changed the state later loops met, see docs/gate.md); its failure alone does not void the run
-        took = run_suite(
-            repo, out / "runs" / name, api, pin, may_fail=OVERHEAD if name == "b" else "", workload=workload
-        )
+        may_fail = OVERHEAD if name == "b" else ""
+        took = run_suite(repo, out / "runs" / name, api, pin, may_fail=may_fail, workload=workload, processes=processes)
         print(
             f"[{i}/{len(plan)}] {name}: {took:.0f} s ({_git(repo, 'rev-parse', '--short', 'HEAD').strip()})", flush=True
         )
@@ -279,11 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--planted", type=int, default=2, help="runs of each planted slowdown (a), (b), (c)")
     c.add_argument("--repo", type=Path, default=ROOT, help="the repository whose HEAD is measured")
     c.add_argument("--workload", default="", help="workloads to run, comma-separated (default: all; smaller runs)")
+    c.add_argument("--processes", type=int, default=1, help="worker processes per run (--processes N; default 1)")
     a = sub.add_parser("analyse", help="the tables, from the runs collect saved")
     a.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if args.cmd == "collect":
-        collect(args.out, args.aa, args.api, args.repo, args.planted, args.workload)
+        collect(args.out, args.aa, args.api, args.repo, args.planted, args.workload, args.processes)
     else:
         text = analyse(args.out)
         (args.out / "error_rates.md").write_text(text)

@@ -267,7 +267,7 @@ def compare(
             "shifting the median; on a quiet, dedicated runner --by benchmark gates every benchmark alone"
         )
     repeats = min(_repeats(baseline), _repeats(current))
-    if repeats < 3 and not pooled:
+    if repeats < 3 and not pooled and by_process.processes(current) < 3:  # processes spread a benchmark in time
         notes.append(
             f"{repeats} repeat(s) per benchmark: rounds of one repeat run back to back, so a load change between "
             "the two runs (or during fit's benchmark, with --normalize) shifts every round alike and the test cannot "
