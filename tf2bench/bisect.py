@@ -249,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
     say(
         "assumes one step, as asv's find does: every commit before the first bad one is as fast as GOOD, every one "
         f"from it on as slow as BAD. A probe is bad when slower than GOOD at p < {compare.ALPHA:g} (one-sided t) and "
-        f"consistent with BAD (p >= {bisection.CONSISTENT:g}), good the other way round; else it is measured again (at "
-        f"most {max_runs} runs), then 'cannot tell'"
+        f"within {bisection.MARGIN:g} of the step from BAD's level, good the other way round; else it is measured "
+        f"again (at most {max_runs} runs), then 'cannot tell'"
     )
     say(f"runs kept in {out}/")
     measure = Measurer(repo, line, out, args.suite, list(args.pytest_args), not args.no_profile)
