@@ -1,5 +1,5 @@
-"""`tf2bench report | compare | history | export | tensorboard | doctor`: read saved runs, print tables, export
-figures, serve traces, check the machine; exit code.
+"""`tf2bench report | compare | history | export | bisect | tensorboard | doctor`: read saved runs, print tables,
+export figures, find the commit of a slowdown, serve traces, check the machine; exit code.
 
 ``report``, ``compare``, ``history`` and ``export`` never import TensorFlow: reading results must be quick and work
 on a CI box without it (``tensorboard`` starts TensorBoard's own server over the traces; ``doctor`` runs TensorFlow).
@@ -8,7 +8,8 @@ new one by appending to SUBCOMMANDS.
 
 Exit codes (tf2bench.errors): 0 fine; 1 a regression, a newest-segment slowdown (history), a loop that is not
 equivalent to fit, or a failed doctor check; 2 bad input
-(unreadable or foreign file, no common benchmarks, bad option); 3 baseline missing.
+(unreadable or foreign file, no common benchmarks, bad option); 3 baseline missing (bisect: cannot tell;
+docs/errors.md has every command's codes).
 """
 
 from __future__ import annotations
