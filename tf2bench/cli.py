@@ -199,7 +199,8 @@ def run_compare(args: argparse.Namespace) -> int:
         pool_commit=not args.baseline_alone,
         prior_pct=args.prior_noise,
     )
-    if (code := summary.emit(args, base, cur, result)) is not None:  # --format markdown: the block alone
+    explained = explain.compute(args, base, cur, result)  # once: terminal, explain.* files and the summary
+    if (code := summary.emit(args, base, cur, result, explained)) is not None:  # --format markdown: the block alone
         return code
     what = "speed-up vs fit of the same run" if args.normalize else "samples/s, median of pooled rounds"
     print(
@@ -209,7 +210,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print(render.text_table(compare.formatted(result)))
     for line in result.notes:
         print(f"note: {line}")
-    explain.emit(args, base, cur, result)  # each REGRESSION (--explain: every loop) from the profiles
+    explain.emit(args, base, cur, *explained)  # each REGRESSION (--explain: every loop) from the profiles
     bad = result.regressions
     for r in bad.itertuples():
         ps = f"p rounds {r.p_value:.2g}" + "".join(

@@ -263,11 +263,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=storage.REPORTS, help="explanations go to OUT/compare-<digest>/")
 
 
-def emit(args: argparse.Namespace, baseline: Any, current: Any, result: Any) -> None:
-    """compare's explanation output: the lines, and explain.{md,csv,html}; a failure to explain is a note, never
-    a change of the gate's verdict or exit code."""
+def compute(args: argparse.Namespace, baseline: Any, current: Any, result: Any) -> tuple[list[dict], str | None]:
+    """compare's explanations, computed once for the terminal, the files and the summary: (for_comparison's list,
+    None), or ([], why not) - a failure to explain is a note, never a change of the gate's verdict or exit code."""
     try:
-        expls = for_comparison(result, baseline, current, every=args.explain)
+        return for_comparison(result, baseline, current, every=args.explain), None
+    except (Tf2benchError, OSError, KeyError, ValueError) as exc:
+        return [], f"no explanation ({type(exc).__name__}: {exc})"
+
+
+def emit(args: argparse.Namespace, baseline: Any, current: Any, expls: list[dict], why_not: str | None) -> None:
+    """compare's explanation output: the lines, and explain.{md,csv,html} (``compute``'s result)."""
+    if why_not:
+        print(f"note: {why_not}")
+        return
+    try:
         for e in expls:
             print("\n".join(lines(e)))
         if any(e["status"] == "explained" for e in expls):

@@ -75,15 +75,21 @@ def fastest(current: SavedRun) -> list[str]:
         return []
 
 
-def explanations(cmp: Comparison, baseline: SavedRun, current: SavedRun) -> dict[str, str]:
+def explanations(
+    cmp: Comparison,
+    baseline: SavedRun,
+    current: SavedRun,
+    computed: tuple[list[dict], str | None] | None = None,
+) -> dict[str, str]:
     """Per regressed loop, markdown saying what in the step got slower (tf2bench.analysis.explain: per-op self
-    time per train step from both runs' profiles, or what to re-run to get them)."""
+    time per train step from both runs' profiles, or what to re-run to get them). ``computed``: compare's
+    ``explain.compute`` result, so the profiles are read once; computed here when not given."""
     from tf2bench.analysis import explain
 
-    try:
-        return {e["loop"]: explain.markdown(e) for e in explain.for_comparison(cmp, baseline, current)}
-    except (Tf2benchError, OSError, KeyError, ValueError) as exc:  # the verdicts stand; say why they have no "why"
-        return {b: f"no explanation ({type(exc).__name__}: {exc})" for b in cmp.regressions["benchmark"]}
+    expls, why_not = computed or explain.compute(argparse.Namespace(explain=False), baseline, current, cmp)
+    if why_not:  # the verdicts stand; say why they have no "why"
+        return {b: why_not for b in cmp.regressions["benchmark"]}
+    return {e["loop"]: explain.markdown(e) for e in expls if e["verdict"] == "REGRESSION"}
 
 
 def markdown(
@@ -168,13 +174,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def emit(args: argparse.Namespace, baseline: SavedRun, current: SavedRun, cmp: Comparison) -> int | None:
+def emit(
+    args: argparse.Namespace,
+    baseline: SavedRun,
+    current: SavedRun,
+    cmp: Comparison,
+    computed: tuple[list[dict], str | None] | None = None,
+) -> int | None:
     """Write the block where asked; with --format markdown print it and return the exit code (None: go on)."""
     if not (args.summary or args.format == "markdown"):
         return None
-    block = markdown(
-        cmp, baseline, current, args.threshold, args.normalize, explanations(cmp, baseline, current), fastest(current)
-    )
+    why = explanations(cmp, baseline, current, computed)
+    block = markdown(cmp, baseline, current, args.threshold, args.normalize, why, fastest(current))
     if args.summary:
         append(args.summary, block)
     if args.format != "markdown":
