@@ -153,11 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--repo", type=Path, default=error_rates.ROOT)
     c.add_argument("--loops", default=LOOPS)
+    c.add_argument(
+        "--schedule", default=",".join(map(str, SCHEDULE)), help="the runs' N in time order (default %(default)s)"
+    )
     a = sub.add_parser("analyse", help="the tables, from the runs collect saved")
     a.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if args.cmd == "collect":
-        collect(args.out, args.repo, args.loops)
+        try:
+            schedule = tuple(int(n) for n in args.schedule.split(","))
+        except ValueError:
+            p.error(f"--schedule: comma-separated process counts, e.g. 3,1,3,5; got {args.schedule!r}")
+        if any(n < 1 for n in schedule):
+            p.error(f"--schedule: every process count must be >= 1; got {args.schedule!r}")
+        collect(args.out, args.repo, args.loops, schedule)
     else:
         text = analyse(args.out)
         (args.out / "process_power.md").write_text(text)
