@@ -42,7 +42,7 @@ def async_is_real() -> tuple[float, float]:
     that returns long before its work shows that the mode really defers work on this device."""
     import tensorflow as tf
 
-    from tf2bench.timing import sync_devices
+    from tf2bench.measure.timing import sync_devices
 
     @tf.function
     def chain(a):
@@ -85,13 +85,13 @@ def main() -> None:
     parser.add_argument("--dataset", default="auto", help="auto (as the suite), keras, embedded or synthetic")
     args = parser.parse_args()
 
-    from tf2bench import envinfo
-    from tf2bench.runner import BenchmarkRun
-    from tf2bench.suite import parse_options
+    from tf2bench.measure import envinfo
+    from tf2bench.suite.options import parse_options
+    from tf2bench.suite.runner import BenchmarkRun
     from tf2bench.workloads import data, get_workload
 
     started = time.perf_counter()
-    raw = {"workload": args.workload, "api": args.api, "variant": args.loops, "preset": args.preset}
+    raw = {"workload": args.workload, "api": args.api, "loop": args.loops, "preset": args.preset}
     opts = parse_options({**raw, "rounds": args.rounds, "seed": "0", "dataset": args.dataset}, environ={})
     workload = get_workload(args.workload)
     train, test = opts.sizes(args.workload)
@@ -104,9 +104,7 @@ def main() -> None:
         for mode in MODES:
             set_mode(mode)
             try:
-                runs[case.variant, mode] = run = BenchmarkRun(
-                    workload, case.api, case.variant, dataset, config, windows
-                )
+                runs[case.loop, mode] = run = BenchmarkRun(workload, case.api, case.loop, dataset, config, windows)
                 run.warmup()
             finally:
                 set_mode("sync")
@@ -134,7 +132,7 @@ def main() -> None:
     print("| loop | steps | sync samples/s | CV | async samples/s | CV | async/sync: median [quartiles] | 95% CI |")
     print("|---|---|---|---|---|---|---|---|")
     for loop in loops:
-        tput = {m: [runs[loop, m].steps_per_window * runs[loop, m].variant.samples_per_step / w.seconds
+        tput = {m: [runs[loop, m].steps_per_window * runs[loop, m].loop.samples_per_step / w.seconds
                     for w in runs[loop, m].windows] for m in MODES}  # fmt: skip
         ratios = [a / s for a, s in zip(tput["async"], tput["sync"], strict=True)]
         q1, _, q3 = statistics.quantiles(ratios, n=4)

@@ -5,8 +5,8 @@
 What a GPU does to the quick preset's fixed 6/15-step windows, shown on a CPU: a small MLP (64 -> 256 -> 256 -> 10,
 batch 32; ~1 ms a step compiled on 2 Zen 4 cores) declared as a ``tf2bench.Workload``. In one process, each compiled
 loop trains two copies of the model: one timed in fixed windows of ``--fixed-steps`` steps, one in windows calibrated
-as the quick preset does (``tf2bench.calibration.calibrate_case``: >= ``--min-window`` s on the reference loop). Both
-copies train the same untimed steps first (tf2bench.runner.SETTLE_TO), then their windows alternate, fixed and
+as the quick preset does (``suite.calibration.calibrate_case``: >= ``--min-window`` s on the reference loop). Both
+copies train the same untimed steps first (tf2bench.suite.runner.SETTLE_TO), then their windows alternate, fixed and
 calibrated of every loop in turn, for ``--rounds`` rounds, so drift hits both alike. The table gives each side's
 median window and throughput and the CV of its per-round throughput (stdev / mean). Not a test: it times things.
 """
@@ -57,7 +57,7 @@ def cpu_model() -> str:
 
 
 def throughput(run) -> list[float]:
-    return [run.steps_per_window * run.variant.samples_per_step / w.seconds for w in run.windows]
+    return [run.steps_per_window * run.loop.samples_per_step / w.seconds for w in run.windows]
 
 
 def cv(values: list[float]) -> float:
@@ -71,10 +71,10 @@ def main() -> None:
     parser.add_argument("--min-window", type=float, default=0.2)
     args = parser.parse_args()
 
-    from tf2bench import envinfo
-    from tf2bench.calibration import calibrate_case
     from tf2bench.loops import RunConfig
-    from tf2bench.runner import SETTLE_TO, BenchmarkRun, Windows
+    from tf2bench.measure import envinfo
+    from tf2bench.suite.calibration import calibrate_case
+    from tf2bench.suite.runner import SETTLE_TO, BenchmarkRun, Windows
     from tf2bench.workloads import data
 
     started = time.perf_counter()

@@ -138,13 +138,13 @@ def _history_power(aa: list, sims: int, false_sims: int, seed: int = 0) -> list[
     history.analyse(series)
     lines += ["", "| loop (A/A runs) | run-to-run sd | history's sigma | false steps |" + sides]
     lines.append("|---|---|---|---|" + "---|" * 3)
-    for s in sorted(series, key=lambda s: (s.workload, s.variant)):
+    for s in sorted(series, key=lambda s: (s.workload, s.loop)):
         sd = math.sqrt(noise.mssd([float(np.median(p.logs)) for p in s.points])[0])
         dev = np.concatenate([p.logs - np.median(p.logs) for p in s.points])
         rounds = int(np.median([len(p.logs) for p in s.points]))
         cells = _power_cells(sd, dev, rounds, sims, false_sims, rng)
         lines.append(
-            f"| {s.workload}/{s.variant} | {100 * math.expm1(sd):.1f}% | {100 * s.noise:.1f}% | "
+            f"| {s.workload}/{s.loop} | {100 * math.expm1(sd):.1f}% | {100 * s.noise:.1f}% | "
             + " | ".join(cells)
             + " |"
         )

@@ -93,17 +93,17 @@ def run_suite(
     may_fail: str = "",
     workload: str = "",
     processes: int = 1,
-    variant: str = "",
+    loop: str = "",
 ) -> float:
     """One quick suite run from the clone (its own code, its own commit), saved under storage.
 
     may_fail: a test expected to fail in this clone (the run counts when it is the only failure). processes: the
-    run's worker processes (--processes; 1: the suite's own process). variant: loops to run (default: all)."""
+    run's worker processes (--processes; 1: the suite's own process). loop: loops to run (default: all)."""
     env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "--preset", "quick"]
     cmd += ["--api", api, "--benchmark-autosave", f"--benchmark-storage={storage}"]
     cmd += [f"--workload={workload}"] if workload else []
-    cmd += [f"--variant={variant}"] if variant else []
+    cmd += [f"--loop={loop}"] if loop else []
     cmd += [f"--processes={processes}"] if processes > 1 else []
     cmd += [f"--deselect={d}" for d in deselect] + ["-rf"]
     if pin:
@@ -223,9 +223,9 @@ def _history_steps(name: str, aa: list, runs_x: list) -> list[str]:
         series, _ = history.build([*aa, *runs_x], normalize, False)
         history.analyse(series)
         first = len(aa)  # index of the first planted run in the series
-        hits = [f"{s.workload}/{s.variant} {s.steps[-1].change_pct:+.0f}% (p {s.steps[-1].p_value:.2g})"
+        hits = [f"{s.workload}/{s.loop} {s.steps[-1].change_pct:+.0f}% (p {s.steps[-1].p_value:.2g})"
                 for s in series if s.steps and s.steps[-1].at == first and s.steps[-1].change_pct < 0]  # fmt: skip
-        wrong = [f"{s.workload}/{s.variant} at run {st.label}" for s in series for st in s.steps if st.at != first]
+        wrong = [f"{s.workload}/{s.loop} at run {st.label}" for s in series for st in s.steps if st.at != first]
         mode = "normalised" if normalize else "absolute"
         lines.append(f"| ({name}) | {mode} | {len(hits)}: {', '.join(hits) or 'none'} | {', '.join(wrong) or 'none'} |")
     return lines

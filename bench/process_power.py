@@ -5,7 +5,7 @@ N = 3. Not a timed test: a script that runs the suite many times.
     python bench/process_power.py collect --out DIR      # ~25 min on 2 cores
     python bench/process_power.py analyse --out DIR      # the tables of docs/gate.md
 
-Every run is ``pytest bench --preset quick --workload mnist --api functional --variant LOOPS [--processes N]
+Every run is ``pytest bench --preset quick --workload mnist --api functional --loop LOOPS [--processes N]
 --benchmark-autosave`` from a clone of HEAD's committed code (bench/error_rates.py's clones and plants), the
 harness-overhead test left out of every run alike (it fails on plant (b) by design). The runs of the three Ns are
 interleaved in time (SCHEDULE), so a busier stretch of the shared machine falls on all of them; then one run of
@@ -49,7 +49,7 @@ def collect(out: Path, repo: Path, loops: str, schedule: tuple[int, ...] = SCHED
         started = time.time()
         took = error_rates.run_suite(
             clone, out / "runs" / name, "functional", pin, deselect=(OVERHEAD,), workload="mnist", processes=n,
-            variant=loops,
+            loop=loops,
         )  # fmt: skip
         with open(walls, "a") as f:
             f.write(json.dumps({"folder": name, "processes": n, "seconds": took, "started": started}) + "\n")

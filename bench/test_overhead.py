@@ -27,9 +27,9 @@ import pytest
 
 from tf2bench import nest
 from tf2bench.errors import NoisyMeasurementWarning
+from tf2bench.measure.timing import sync_devices
 from tf2bench.pytest_plugin import CALIBRATION_KEY, OVERHEAD_KEY, say
-from tf2bench.runner import BenchmarkRun
-from tf2bench.timing import sync_devices
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import get_workload
 
 MAX_OVERHEAD = 0.01  # the paired figure's reference line (reported, with a warning far beyond its noise)
@@ -68,8 +68,8 @@ def noop_step(x: Any, y: Any) -> float:
 
 
 def test_harness_overhead(suite, datasets, pytestconfig):
-    if "tf_function" not in suite.variants:
-        pytest.skip("the harness overhead is measured on the tf_function loop: select --variant tf_function")
+    if "tf_function" not in suite.loops:
+        pytest.skip("the harness overhead is measured on the tf_function loop: select --loop tf_function")
     workload = "cifar100" if "cifar100" in suite.workloads else suite.workloads[0]
     api = next(a for a in ("functional", *suite.apis) if a in suite.apis and a in get_workload(workload).models)
     config, windows = suite.window_plan(
@@ -78,7 +78,7 @@ def test_harness_overhead(suite, datasets, pytestconfig):
     run = BenchmarkRun(get_workload(workload), api, "tf_function", datasets(workload), config, windows)
     run.steps_per_window = steps = max(run.steps_per_window, MIN_STEPS)
     run.warmup()
-    batch, step = config.batch_size, run.variant.step
+    batch, step = config.batch_size, run.loop.step
 
     harness, bare, calls = [], [], []
 
@@ -88,25 +88,25 @@ def test_harness_overhead(suite, datasets, pytestconfig):
         calls.append(time.perf_counter() - t0)  # the whole call: batch gather and bookkeeping too
 
     def timed_bare() -> None:
-        x, y = run.variant._window_arrays(run.position, steps)  # the same batches the harness would take next
+        x, y = run.loop._window_arrays(run.position, steps)  # the same batches the harness would take next
         bare.append(bare_window(step, x, y, steps, batch))
         run.position += steps
 
     for _ in range(PAIRS):
         for measure in (timed_harness, timed_bare, timed_bare, timed_harness):
             measure()
-    assert run.variant.trace_count() == 1  # both loops ran the one trace
+    assert run.loop.trace_count() == 1  # both loops ran the one trace
 
     # The paired windows above cannot resolve 1% on a machine whose windows vary by 5%. The harness's own
     # cost is its Python bookkeeping per step (marker, slicing, stopwatch), the same whatever the step
     # computes: time it exactly by running both loops over a step that does nothing, best of NOOP_REPEATS.
-    x, y = run.variant._window_arrays(run.position, NOOP_STEPS)
-    run.variant.step = noop_step
+    x, y = run.loop._window_arrays(run.position, NOOP_STEPS)
+    run.loop.step = noop_step
     harness_noop, bare_noop = [], []
     for _ in range(NOOP_REPEATS):
-        harness_noop.append(run.variant.run(run.position, NOOP_STEPS).seconds)
+        harness_noop.append(run.loop.run(run.position, NOOP_STEPS).seconds)
         bare_noop.append(bare_window(noop_step, x, y, NOOP_STEPS, batch))
-    run.variant.step = step
+    run.loop.step = step
     per_step_s = max(min(harness_noop) - min(bare_noop), 0.0) / NOOP_STEPS
     bookkeeping = per_step_s / (statistics.median(bare) / steps)
 

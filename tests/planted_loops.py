@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tf2bench import nest
-from tf2bench.loops import VARIANTS, WindowResult, register_variant
+from tf2bench.loops import LOOPS, WindowResult, register_loop
 from tf2bench.loops.compiled import TfFunction
 
 
@@ -70,5 +70,5 @@ class StaleBatch(_Planted):
 
 PLANTED = (SkipsEveryOtherUpdate, MisalignedLabels, StaleBatch)
 for _cls in PLANTED:
-    if _cls.name not in VARIANTS.names():
-        register_variant(_cls)
+    if _cls.name not in LOOPS.names():
+        register_loop(_cls)

@@ -325,7 +325,7 @@ def test_bisect_finds_a_planted_slowdown_in_a_real_repository(tmp_path):
         git(repo, "commit", "-qm", subject)
     shas = git(repo, "rev-list", "--reverse", "HEAD").split()
     out = tmp_path / "out"
-    selection = ["--workload", "mnist", "--api", "functional", "--variant", "tf_function", "--preset", "smoke"]
+    selection = ["--workload", "mnist", "--api", "functional", "--loop", "tf_function", "--preset", "smoke"]
     cmd = [sys.executable, "-m", "tf2bench.cli", "bisect", shas[0], shas[-1], "--repo", str(repo), "--out", str(out)]
     cmd += [
         "--ends-runs",

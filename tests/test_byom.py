@@ -13,11 +13,11 @@ from conftest import EQUIVALENT, ROOT, fp32_tolerance, update_distance, xla_tole
 import tf2bench
 from tf2bench.analysis import runs
 from tf2bench.errors import BadInputError
-from tf2bench.loops import VARIANTS, RunConfig
-from tf2bench.runner import BenchmarkRun
+from tf2bench.loops import LOOPS, RunConfig
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import WORKLOADS, Workload, data, load_spec
 
-DEFAULT_LOOPS = [v for v in VARIANTS.names() if not VARIANTS.get(v).opt_in]
+DEFAULT_LOOPS = [v for v in LOOPS.names() if not LOOPS.get(v).opt_in]
 
 
 def build_mlp():
@@ -82,8 +82,8 @@ TWO_INPUTS = Workload(
 )
 
 
-def train(workload, variant, dataset, api):
-    run = BenchmarkRun(workload, api, variant, dataset, RunConfig(steps=5, rounds=2, warmup_steps=2, seed=3))
+def train(workload, loop, dataset, api):
+    run = BenchmarkRun(workload, api, loop, dataset, RunConfig(steps=5, rounds=2, warmup_steps=2, seed=3))
     run.warmup()
     for _ in range(run.rounds):
         run.window()
@@ -112,11 +112,11 @@ def test_own_workloads_agree_across_loops_as_the_suite_does(workload):
 @pytest.mark.slow
 def test_python_api_runs_every_loop_and_returns_the_report_table(tmp_path):
     df = tf2bench.benchmark(MLP, steps=8, rounds=3, save=tmp_path / "benchmarks")
-    assert sorted(df["variant"]) == sorted(DEFAULT_LOOPS)
-    assert df["error"].isna().all(), df[df["error"].notna()][["variant", "error"]].to_string()
+    assert sorted(df["loop"]) == sorted(DEFAULT_LOOPS)
+    assert df["error"].isna().all(), df[df["error"].notna()][["loop", "error"]].to_string()
     for column in ("samples_per_sec", "cv", "speedup_vs_fit", "test_accuracy", "acc_diff_pp", "verdict", "mfu"):
         assert column in df.columns
-    row = df.set_index("variant")
+    row = df.set_index("loop")
     assert row.loc["fit", "speedup_vs_fit"] == 1.0
     assert (row["samples_per_sec"] > 0).all()
     assert row.loc["fit", "test_accuracy"] > 0.5  # four classes: chance is 0.25
@@ -124,19 +124,19 @@ def test_python_api_runs_every_loop_and_returns_the_report_table(tmp_path):
     assert row.loc["fit", "mfu"] > 0  # FLOPs counted from the Dense layers
     # The saved run is an ordinary suite run: report and compare read it.
     saved = runs.load(runs.resolve(df.attrs["path"])[0], require_round_data=True)
-    assert {b["extra_info"]["variant"] for b in saved.benchmarks} == set(DEFAULT_LOOPS)
-    second = tf2bench.benchmark(MLP, variants=["fit"], steps=5, rounds=3, save=tmp_path / "benchmarks")
+    assert {b["extra_info"]["loop"] for b in saved.benchmarks} == set(DEFAULT_LOOPS)
+    second = tf2bench.benchmark(MLP, loops=["fit"], steps=5, rounds=3, save=tmp_path / "benchmarks")
     assert second.attrs["path"] != df.attrs["path"]  # a new numbered file: the first is kept
     assert sorted(p.name[:4] for p in (tmp_path / "benchmarks").glob("*/*.json")) == ["0001", "0002"]
 
 
 def test_python_api_takes_a_two_input_model_fed_by_tf_data():
-    df = tf2bench.benchmark(TWO_INPUTS, variants=["fit", "eager", "tf_data"], steps=4, rounds=2, dataset="auto")
-    assert df["error"].isna().all(), df[["variant", "error"]].to_string()
+    df = tf2bench.benchmark(TWO_INPUTS, loops=["fit", "eager", "tf_data"], steps=4, rounds=2, dataset="auto")
+    assert df["error"].isna().all(), df[["loop", "error"]].to_string()
     assert df["dataset"].iloc[0].startswith("workload 640/160")
     # Same math, not same bits: oneDNN may pick other kernels per code path on another CPU. The report's weight
     # tier (sketched weights, fp32 tolerance) must call both loops the same math as fit.
-    row = df.set_index("variant")
+    row = df.set_index("loop")
     assert (row.loc[["eager", "tf_data"], "weights_verdict"] == "same math").all(), row["weights_note"].to_dict()
     assert (row.loc[["eager", "tf_data"], "weight_distance"] <= fp32_tolerance()).all()
 
@@ -160,8 +160,8 @@ def test_a_loop_the_model_breaks_fails_with_its_reason_and_the_rest_run():
     broken = Workload(
         name="byom_side_effect", model=SideEffect.build, data=tabular, loss="sparse_categorical_crossentropy"
     )
-    df = tf2bench.benchmark(broken, variants=["eager", "tf_function", "tf_data"], steps=3, rounds=2)
-    row = df.set_index("variant")
+    df = tf2bench.benchmark(broken, loops=["eager", "tf_function", "tf_data"], steps=3, rounds=2)
+    row = df.set_index("loop")
     assert row.loc["eager", "samples_per_sec"] > 0
     assert row.loc["eager", "error"] is None
     for v in ("tf_function", "tf_data"):
@@ -220,7 +220,7 @@ def test_wrong_pieces_fail_before_training_with_a_clear_error(pieces, message):
         **{"name": "w", "model": build_mlp, "data": tabular, "loss": "sparse_categorical_crossentropy", **pieces}
     )
     with pytest.raises(BadInputError, match=message):
-        tf2bench.benchmark(wl, variants=["tf_function"], steps=2, rounds=1)
+        tf2bench.benchmark(wl, loops=["tf_function"], steps=2, rounds=1)
 
 
 def test_specs_import_and_register_a_workload(tmp_path, monkeypatch):
@@ -257,7 +257,7 @@ def test_the_examples_run_from_python_and_from_pytest_and_report_reads_them(tmp_
     assert "saved: results/benchmarks/" in py.stdout
     bench = subprocess.run(
         [env_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tf2bench-workload", "my_model:workload",
-         "--steps", "4", "--rounds", "5", "--variant", "fit,tf_function,tf_data,graph_loop", "--benchmark-autosave"],
+         "--steps", "4", "--rounds", "5", "--loop", "fit,tf_function,tf_data,graph_loop", "--benchmark-autosave"],
         cwd=example, capture_output=True, text=True,
     )  # fmt: skip
     assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
@@ -265,7 +265,7 @@ def test_the_examples_run_from_python_and_from_pytest_and_report_reads_them(tmp_
     assert [f.name[:4] for f in files] == ["0001", "0002"]  # the Python run, then pytest's: numbered, both kept
     doc = json.loads(files[1].read_text())
     assert {b["extra_info"]["workload"] for b in doc["benchmarks"]} == {"tabular_mlp"}
-    assert {b["extra_info"]["variant"] for b in doc["benchmarks"]} == {"fit", "tf_function", "tf_data", "graph_loop"}
+    assert {b["extra_info"]["loop"] for b in doc["benchmarks"]} == {"fit", "tf_function", "tf_data", "graph_loop"}
     cli = [env_python, "-m", "tf2bench.cli"]
     rep = subprocess.run(
         [*cli, "report", str(files[1]), "--out", str(tmp_path / "reports")], capture_output=True, text=True

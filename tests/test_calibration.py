@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import tf2bench
-from tf2bench import calibration, presets, runner
-from tf2bench.presets import Preset
-from tf2bench.suite import calibration_line, parse_options
-from tf2bench.timing import calibrate, calibrated_steps, cap_note, planned_rounds, step_cap
+from tf2bench.measure.timing import calibrate, calibrated_steps, cap_note, planned_rounds, step_cap
+from tf2bench.suite import calibration, presets, runner
+from tf2bench.suite.options import calibration_line, parse_options
+from tf2bench.suite.presets import Preset
 
 
 @pytest.mark.parametrize(
@@ -188,9 +188,9 @@ LOOPS = ["fit", "eager", "tf_function", "graph_loop"]
 
 
 def saved_records(df) -> dict[str, dict]:
-    assert df["error"].isna().all(), df[df["error"].notna()][["variant", "error"]].to_string()
+    assert df["error"].isna().all(), df[df["error"].notna()][["loop", "error"]].to_string()
     doc = json.loads(Path(df.attrs["path"]).read_text())
-    return {b["extra_info"]["variant"]: b["extra_info"] for b in doc["benchmarks"]}
+    return {b["extra_info"]["loop"]: b["extra_info"] for b in doc["benchmarks"]}
 
 
 @pytest.mark.slow
@@ -208,9 +208,9 @@ def test_a_calibrated_preset_gives_every_loop_of_a_case_the_same_steps_and_recor
     assert cal["probes"][0][0] == 4
     assert len(cal["probes"]) >= 3
     settle = runner.SETTLE_TO - CALIBRATED.warmup_steps
-    for variant, info in records.items():
-        assert info["calibration"] == cal, variant  # one calibration for the case
-        assert info["steps"] == cal["steps"], variant
+    for loop, info in records.items():
+        assert info["calibration"] == cal, loop  # one calibration for the case
+        assert info["steps"] == cal["steps"], loop
         assert info["window_steps_source"] == "calibrated"
         assert info["settle_steps"] == settle
         assert info["weights_checkpoint"]["step"] == runner.SETTLE_TO  # the weight tier judges them all alike

@@ -156,8 +156,8 @@ def test_slug_matches_github():
 
 
 def test_every_result_key_is_documented():
-    """tf2bench/record.py declares every extra_info key once; docs/record.md must explain each."""
-    from tf2bench.record import FIELDS
+    """tf2bench/saved/record.py declares every extra_info key once; docs/record.md must explain each."""
+    from tf2bench.saved.record import FIELDS
 
     text = (ROOT / "docs" / "record.md").read_text()
     missing = [key for key in FIELDS if f"`{key}`" not in text]

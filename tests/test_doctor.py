@@ -10,9 +10,10 @@ import shutil
 import pytest
 from test_gpuinfo import A100, BOTH_LOCKED, CAPPED, DRIVER_GONE, fake_smi
 
-from tf2bench import cli, doctor, gpuinfo
+from tf2bench import cli, doctor
 from tf2bench.doctor import FAIL, INFO, OK, WARN, Check, Machine
 from tf2bench.errors import EXIT_FAILED, EXIT_OK
+from tf2bench.measure import gpuinfo
 
 NAMES = [name for name, _ in doctor.CHECKS]
 CUDA_BUILD = {

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 
 from tf2bench.errors import EXIT_DATA_UNAVAILABLE
-from tf2bench.storage import atomic_write, make_run_saves_atomic
+from tf2bench.saved.storage import atomic_write, make_run_saves_atomic
 
 TESTS = os.path.dirname(__file__)
 
@@ -24,7 +24,7 @@ def test_one_failing_benchmark_does_not_lose_the_others(tmp_path, run_bench):
     storage = tmp_path / "benchmarks"
     result = run_bench(
         "-p", "fault_plugin", "--preset", "smoke", "--workload", "cifar100", "--api", "functional",
-        "--variant", "fit,fault_oom,fault_nan,tf_data", "--benchmark-autosave", f"--benchmark-storage=file://{storage}",
+        "--loop", "fit,fault_oom,fault_nan,tf_data", "--benchmark-autosave", f"--benchmark-storage=file://{storage}",
         env={"PYTHONPATH": TESTS},
     )  # fmt: skip
     out = result.stdout + result.stderr
@@ -34,7 +34,7 @@ def test_one_failing_benchmark_does_not_lose_the_others(tmp_path, run_bench):
     assert "loss became nan within steps 3..4" in out  # the window where it happened
     assert "2 failed, 2 passed" in out
     (saved,) = storage.glob("*/*.json")
-    names = [b["extra_info"]["variant"] for b in json.loads(saved.read_text())["benchmarks"]]
+    names = [b["extra_info"]["loop"] for b in json.loads(saved.read_text())["benchmarks"]]
     assert names == ["fit", "tf_data"]  # the survivors are saved; the diverged run reports no throughput
 
 
@@ -54,7 +54,7 @@ def test_interrupted_run_keeps_earlier_results_and_writes_no_partial_file(tmp_pa
     restore = "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
     restore += "sys.exit(pytest.main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", restore, "bench", "-p", "no:cacheprovider", "--preset", "smoke",
-           "--workload", "cifar100", "--variant", "fit,eager,tf_data", "--benchmark-autosave",
+           "--workload", "cifar100", "--loop", "fit,eager,tf_data", "--benchmark-autosave",
            f"--benchmark-storage=file://{storage}"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

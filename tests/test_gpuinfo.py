@@ -1,4 +1,4 @@
-"""tf2bench.gpuinfo with a fake ``nvidia-smi`` first on PATH: two GPUs (clocks locked on one), a GeForce card that
+"""measure.gpuinfo with a fake ``nvidia-smi`` first on PATH: two GPUs (clocks locked on one), a GeForce card that
 reports no application clocks, a missing binary, one that fails, one that prints something else, one that hangs;
 then the record (machine_info), compare's warning and the report's header built on it."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import edited, fixture
 
-from tf2bench import envinfo, gpuinfo
 from tf2bench.analysis import compare, html, render, report, runs
+from tf2bench.measure import envinfo, gpuinfo
 
 # What `nvidia-smi --query-gpu=<gpuinfo.FIELDS> --format=csv,noheader,nounits` prints on an A100 box where GPU 0's
 # application clocks were set to the maximum pair (`nvidia-smi -ac 1593,1410`) and GPU 1's were left at the

@@ -12,49 +12,19 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tf2bench"
 
-# Lower numbers are lower layers; a module may import its own layer (without cycles) and the ones below.
+# Lower numbers are lower layers; a module may import its own layer (without cycles) and the ones below. A package
+# is one unit: tf2bench/<package>/ sits on one floor (docs/architecture.md draws them).
 LAYERS: dict[str, int] = {
+    **dict.fromkeys(("errors", "nest", "registry"), 0),  # the ground floor: no tf2bench imports above it
+    "measure": 1,  # clocks and sync, peak, memory, profiler traces and op tables, the machine
+    "saved": 1,  # the saved format: a benchmark's record, files written whole, the run document
+    "analysis": 2,  # reads saved runs; never TensorFlow
+    "workloads": 3,  # what is trained
+    "loops": 4,  # how it is trained
+    "suite": 5,  # running a suite: options, the case plan, presets, the run sequence, calibration, worker processes
     **dict.fromkeys(
-        (
-            "errors",
-            "nest",
-            "registry",
-            "storage",
-            "timing",
-            "envinfo",
-            "gpuinfo",
-            "memory",
-            "peak",
-            "profiling",
-            "opstats",
-            "presets",
-            "record",
-        ),
-        0,
-    ),  # ground floor: no tf2bench imports above it
-    "analysis": 1,  # reads saved JSON; never TensorFlow
-    "workloads": 2,  # what is trained
-    "loops": 3,  # how it is trained
-    "runner": 4,  # the one run sequence
-    "calibration": 4,  # calibrated windows, on a real run of the reference loop
-    "suite": 5,  # options and cases
-    **dict.fromkeys(
-        (
-            "api",
-            "pytest_plugin",
-            "process_plugin",
-            "processes",
-            "cli",
-            "tb",
-            "doctor",
-            "multiworker",
-            "worker",
-            "bisect",
-            "variants",
-            "distribute",
-        ),
-        6,
-    ),  # entry points (variants, distribute: the 0.1 import paths, kept as aliases)
+        ("multiworker", "plugin", "pytest_plugin", "process_plugin", "api", "cli", "bisect", "doctor", "tb"), 6
+    ),  # entry points
 }
 MAX_LINES = 350  # a module holds one job
 

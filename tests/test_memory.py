@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tf2bench import memory
 from tf2bench.loops import RunConfig
-from tf2bench.runner import BenchmarkRun
+from tf2bench.measure import memory
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import data, get_workload
 
 MNIST = get_workload("mnist")
@@ -51,13 +51,13 @@ def test_a_pause_keeps_each_device_s_largest_peak(fake_gpus):
 def test_the_runner_reads_memory_between_warm_up_and_evaluation(fake_gpus, monkeypatch):
     """The order of events in one benchmark: warm-up, reset, the timed windows, read, then evaluation and the
     matmul peak, which allocate more than a train step and must not count."""
-    from tf2bench import runner
+    from tf2bench.suite import runner
 
     tiny = data.load(MNIST, "synthetic", train_size=128, test_size=32)
     run = BenchmarkRun(MNIST, "functional", "tf_function", tiny, RunConfig(steps=2, rounds=2, warmup_steps=1))
-    window = run.variant.run
+    window = run.loop.run
     monkeypatch.setattr(
-        run.variant, "run", lambda start, steps: (fake_gpus.append(("steps", start)), window(start, steps))[1]
+        run.loop, "run", lambda start, steps: (fake_gpus.append(("steps", start)), window(start, steps))[1]
     )
     evaluate, mfu = runner.build.evaluate, runner.peak.mfu_record
     monkeypatch.setattr(runner.build, "evaluate", lambda *a: (fake_gpus.append(("evaluate",)), evaluate(*a))[1])

@@ -17,7 +17,7 @@ import pytest
 from tf2bench.errors import BadInputError
 from tf2bench.loops import RunConfig
 from tf2bench.multiworker import launch
-from tf2bench.worker import (
+from tf2bench.multiworker.worker import (
     WorkerFailedError,
     WorkerSpec,
     cuda_visible,

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tf2bench import peak, timing
 from tf2bench.loops import RunConfig
-from tf2bench.runner import BenchmarkRun
+from tf2bench.measure import peak, timing
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import data, get_workload
 
 

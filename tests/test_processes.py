@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tf2bench import processes
 from tf2bench.errors import BadInputError
-from tf2bench.suite import round_share
+from tf2bench.suite import processes
+from tf2bench.suite.options import round_share
 
 
 @pytest.mark.parametrize(("total", "n"), [(5, 1), (5, 2), (5, 3), (5, 5), (3, 3), (7, 3), (2, 5), (1, 4)])
@@ -27,9 +27,9 @@ def test_round_share_spreads_the_rounds_over_the_processes(total, n):
 
 
 def test_a_worker_times_its_share_of_rounds_budget_and_minimum():
-    from tf2bench.suite import parse_options
+    from tf2bench.suite.options import parse_options
 
-    raw = {"workload": "mnist", "api": "functional", "variant": "fit"}
+    raw = {"workload": "mnist", "api": "functional", "loop": "fit"}
     alone = parse_options(raw, environ={})
     workers = [parse_options(raw, environ={"TF2BENCH_PROCESS": f"{k}/3"}) for k in (1, 2, 3)]
     assert (alone.processes, alone.process) == (1, 0)
@@ -53,7 +53,7 @@ def test_a_worker_times_its_share_of_rounds_budget_and_minimum():
     ({}, {"TF2BENCH_PROCESS": "two"}, "TF2BENCH_PROCESS must be k/N"),
 ])  # fmt: skip
 def test_bad_process_settings_fail_in_one_line(raw, env, message):
-    from tf2bench.suite import parse_options
+    from tf2bench.suite.options import parse_options
 
     with pytest.raises(BadInputError, match=message):
         parse_options({"workload": "mnist", **raw}, environ=env)
@@ -61,7 +61,7 @@ def test_bad_process_settings_fail_in_one_line(raw, env, message):
 
 def _info(steps: int, seconds: list[float], **extra) -> dict:
     base = {
-        "workload": "mnist", "api": "functional", "variant": "fit", "steps": steps, "samples_per_step": 32,
+        "workload": "mnist", "api": "functional", "loop": "fit", "steps": steps, "samples_per_step": 32,
         "window_s": seconds, "rounds": len(seconds), "rounds_planned": len(seconds), "rounds_reason": None,
         "first_step_s": 2.0, "setup_s": 0.1, "build_s": 0.5, "epoch_s": None, "flops_per_sample": 1e6,
         "gflops_per_sec": 1.0, "peak_gflops": 200.0, "mfu": 0.005, "test_accuracy": 0.5, "calibration": None,
@@ -98,13 +98,13 @@ def test_merged_record_keeps_every_round_and_its_process():
 FAKE_WORKER = textwrap.dedent("""
     import json, os, signal, sys, time
     from pathlib import Path
-    from tf2bench.processes import append_event, CALIBRATION_FILE, DIR_ENV
+    from tf2bench.suite.processes import append_event, CALIBRATION_FILE, DIR_ENV
     k, n = (int(v) for v in os.environ["TF2BENCH_PROCESS"].split("/"))
     folder = Path(os.environ[DIR_ENV])
     seen = json.loads((folder / CALIBRATION_FILE).read_text())
     print("tf2bench: calibration seen", len(seen), flush=True)
     def case(name, seconds):
-        info = {"workload": "mnist", "api": "functional", "variant": name, "steps": 10, "samples_per_step": 32,
+        info = {"workload": "mnist", "api": "functional", "loop": name, "steps": 10, "samples_per_step": 32,
                 "window_s": seconds, "calibration": {"steps": 10, "by": k}}
         append_event(folder, k, {"event": "case", "case": name, "info": info})
         print(f"[{name}] {name} samples/s", flush=True)
@@ -191,7 +191,7 @@ def test_two_processes_save_one_run_with_each_round_tagged(tmp_path, run_bench):
     storage = tmp_path / "benchmarks"
     result = run_bench(
         "-p", "fault_plugin", "--preset", "smoke", "--workload", "mnist", "--api", "functional",
-        "--variant", "fit,fault_nan,tf_data", "--rounds", "4", "--processes", "2", "--benchmark-autosave",
+        "--loop", "fit,fault_nan,tf_data", "--rounds", "4", "--processes", "2", "--benchmark-autosave",
         f"--benchmark-storage=file://{storage}", env={"PYTHONPATH": str(Path(__file__).parent)},
     )  # fmt: skip
     out = result.stdout + result.stderr
@@ -200,7 +200,7 @@ def test_two_processes_save_one_run_with_each_round_tagged(tmp_path, run_bench):
     assert "2 passed, 1 failed" in out or "1 failed, 2 passed" in out
     (saved,) = storage.glob("*/*.json")  # one ordinary run, the survivors in it
     doc = json.loads(saved.read_text())
-    assert [b["extra_info"]["variant"] for b in doc["benchmarks"]] == ["fit", "tf_data"]
+    assert [b["extra_info"]["loop"] for b in doc["benchmarks"]] == ["fit", "tf_data"]
     for bench in doc["benchmarks"]:
         info = bench["extra_info"]
         assert info["processes"] == [1, 2]
@@ -224,7 +224,7 @@ def test_benchmark_in_python_with_processes(tmp_path):
     df = tf2bench.benchmark(
         "mnist", "fit", apis="functional", preset="smoke", processes=2, save=tmp_path / "b", dataset="embedded"
     )
-    assert list(df["variant"]) == ["fit"]
+    assert list(df["loop"]) == ["fit"]
     assert df["error"].isna().all()
     doc = json.loads(Path(df.attrs["path"]).read_text())
     assert doc["benchmarks"][0]["extra_info"]["rounds_process"] == [1, 2]

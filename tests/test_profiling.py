@@ -1,6 +1,6 @@
 """Profiler traces: real captures, read back by xprof, served by a real TensorBoard.
 
-The suite runs once (smoke preset, cifar100, every variant, --profile) in a subprocess;
+The suite runs once (smoke preset, cifar100, every loop, --profile) in a subprocess;
 its traces and saved JSON are checked here, then served by `python -m tf2bench.tb` on
 a free loopback port and checked over HTTP.
 """
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from tf2bench.errors import EXIT_BAD_INPUT, BadInputError
-from tf2bench.loops import VARIANTS, RunConfig
+from tf2bench.loops import LOOPS, RunConfig
 from tf2bench.loops.compiled import TfData
-from tf2bench.profiling import (
+from tf2bench.measure.profiling import (
     INPUT_BOUND_HIGH_PCT,
     INPUT_BOUND_MODERATE_PCT,
     STEP_COLUMNS,
@@ -48,7 +48,7 @@ PROFILE_STEPS = 6
 # Loops that run several steps per call as a while_loop, profiled in unrolled blocks instead.
 BLOCK_LOOPS = ("graph_loop", "graph_xla", "fit_spe")
 # The five loops of the issue and the block loops.
-SUITE_VARIANTS = ("fit", "eager", "tutorial", "tf_function", "tf_data", *BLOCK_LOOPS)
+SUITE_LOOPS = ("fit", "eager", "tutorial", "tf_function", "tf_data", *BLOCK_LOOPS)
 XPROF_DROPS_ENDS_ABOVE = 5  # xprof drops the first and last marked steps of a trace with more than this many
 
 
@@ -151,7 +151,7 @@ def profiled_suite(tmp_path_factory):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2"}
     args = [
         *("--preset", "smoke", "--workload", "cifar100", "--api", "functional", "--dataset", "synthetic"),
-        *("--variant", ",".join(SUITE_VARIANTS)),
+        *("--loop", ",".join(SUITE_LOOPS)),
         *("--profile", "--profile-steps", str(PROFILE_STEPS), "--trace-dir", str(tmp / "traces")),
         *(f"--benchmark-storage=file://{tmp / 'bench'}", "--benchmark-autosave"),
     ]
@@ -166,49 +166,49 @@ def profiled_suite(tmp_path_factory):
 @pytest.mark.slow
 def test_every_benchmark_saves_a_profile_summary_with_measured_steps(profiled_suite):
     run_dir, saved = profiled_suite
-    benchmarks = {b["extra_info"]["variant"]: b["extra_info"] for b in saved["benchmarks"]}
-    assert sorted(benchmarks) == sorted(SUITE_VARIANTS)
-    for variant, info in benchmarks.items():
+    benchmarks = {b["extra_info"]["loop"]: b["extra_info"] for b in saved["benchmarks"]}
+    assert sorted(benchmarks) == sorted(SUITE_LOOPS)
+    for loop, info in benchmarks.items():
         prof = info["profile"]
-        assert "error" not in prof, (variant, prof)
-        assert Path(prof["trace_dir"]) == run_dir / f"cifar100-functional-{variant}"
+        assert "error" not in prof, (loop, prof)
+        assert Path(prof["trace_dir"]) == run_dir / f"cifar100-functional-{loop}"
         assert Path(prof["trace_path"]).is_file()
         assert Path(prof["trace_path"]).is_relative_to(prof["trace_dir"])
         assert prof["steps"] == PROFILE_STEPS
-        per = unrolled_block(PROFILE_STEPS) if variant in BLOCK_LOOPS else 1
-        marked = PROFILE_STEPS // per - 1 if variant in BLOCK_LOOPS else PROFILE_STEPS  # blocks: one warms
+        per = unrolled_block(PROFILE_STEPS) if loop in BLOCK_LOOPS else 1
+        marked = PROFILE_STEPS // per - 1 if loop in BLOCK_LOOPS else PROFILE_STEPS  # blocks: one warms
         measured = marked - 2 if marked > XPROF_DROPS_ENDS_ABOVE else marked
-        assert prof["train_steps_per_marked_step"] == per, variant
-        assert (prof["steps_measured"], prof["train_steps_measured"]) == (measured, measured * per), variant
-        assert prof["step_time_ms"] == pytest.approx(prof["marked_step_time_ms"] / per), variant  # per train step
+        assert prof["train_steps_per_marked_step"] == per, loop
+        assert (prof["steps_measured"], prof["train_steps_measured"]) == (measured, measured * per), loop
+        assert prof["step_time_ms"] == pytest.approx(prof["marked_step_time_ms"] / per), loop  # per train step
         assert prof["step_time_ms"] > 0
         # comparable to the timed step: no tracing or first-call cost inside a marked step (those are 20-100x)
-        assert prof["step_time_ms"] < 10 * info["step_time_ms"], variant
+        assert prof["step_time_ms"] < 10 * info["step_time_ms"], loop
         assert prof["step_time_ms_stddev"] >= 0
         assert prof["step_time_ms_min"] <= prof["step_time_ms"] <= prof["step_time_ms_max"]
         assert 0 <= prof["input_bound_pct"] <= 100
         # the breakdown adds up: every column xprof reports, summed step by step (profiling.PARTS_REL_TOLERANCE)
-        assert prof["parts_add_up"], (variant, prof["unattributed_ms"], prof["extra_parts_ms"])
+        assert prof["parts_add_up"], (loop, prof["unattributed_ms"], prof["extra_parts_ms"])
         parts = sum(prof[k] for k in STEP_COLUMNS.values() if k != "step_time_ms") + sum(
             prof["extra_parts_ms"].values()
         )
-        assert parts == pytest.approx(prof["step_time_ms"], rel=1e-9), variant
+        assert parts == pytest.approx(prof["step_time_ms"], rel=1e-9), loop
         if not GPUS:  # a CPU has no device-to-device copies, collectives or device-to-host output
             assert prof["device_collectives_ms"] == prof["device_to_device_ms"] == prof["output_ms"] == 0.0
         assert "input-bound" in prof["conclusion"]
         # the profiled steps are training steps, after the timed ones, before evaluation
         assert info["steps_total"] == info["warmup_steps"] + info["rounds"] * info["steps"] + PROFILE_STEPS
-    for variant in ("eager", "tutorial"):  # xprof lists eager ops with no self time on a CPU: not top ops
-        assert all(op["self_ms"] > 0 for op in benchmarks[variant]["profile"]["top_ops"]), variant
-    for variant in ("fit", "tf_function", "tf_data", *BLOCK_LOOPS):  # graph ops are attributed; eager ops not (CPU)
-        ops = benchmarks[variant]["profile"]["top_ops"]
+    for loop in ("eager", "tutorial"):  # xprof lists eager ops with no self time on a CPU: not top ops
+        assert all(op["self_ms"] > 0 for op in benchmarks[loop]["profile"]["top_ops"]), loop
+    for loop in ("fit", "tf_function", "tf_data", *BLOCK_LOOPS):  # graph ops are attributed; eager ops not (CPU)
+        ops = benchmarks[loop]["profile"]["top_ops"]
         if GPUS:  # the step's ops run on the device: top_ops are the device's (CUPTI permitting: tf2bench doctor)
-            assert ops == benchmarks[variant]["profile"]["top_ops_device"], variant
+            assert ops == benchmarks[loop]["profile"]["top_ops_device"], loop
         else:  # a CPU-only trace: host ops only
-            assert ops == benchmarks[variant]["profile"]["top_ops_host"], variant
-            assert benchmarks[variant]["profile"]["top_ops_device"] == [], variant
-        assert 0 < len(ops) <= 5, variant
-        assert all(op["self_ms"] > 0 for op in ops), variant
+            assert ops == benchmarks[loop]["profile"]["top_ops_host"], loop
+            assert benchmarks[loop]["profile"]["top_ops_device"] == [], loop
+        assert 0 < len(ops) <= 5, loop
+        assert all(op["self_ms"] > 0 for op in ops), loop
         assert [op["self_ms"] for op in ops] == sorted((op["self_ms"] for op in ops), reverse=True)
 
 
@@ -256,7 +256,7 @@ def test_tensorboard_serves_one_profiled_run_per_benchmark(tensorboard):
     api = f"{tensorboard}/data/plugin/profile"
     runs = _get(f"{api}/runs")
     by_benchmark = {r.split("/")[0]: r for r in runs}
-    assert sorted(by_benchmark) == sorted(f"cifar100-functional-{v}" for v in SUITE_VARIANTS)
+    assert sorted(by_benchmark) == sorted(f"cifar100-functional-{v}" for v in SUITE_LOOPS)
     for run in by_benchmark.values():
         q = urllib.parse.quote(run, safe="")
         tools = _get(f"{api}/run_tools?run={q}")
@@ -296,40 +296,38 @@ class _SlowInput(TfData):
 
 
 @pytest.fixture
-def slow_input_variant():
-    VARIANTS.register(_SlowInput.name, _SlowInput)
+def slow_input_loop():
+    LOOPS.register(_SlowInput.name, _SlowInput)
     try:
         yield _SlowInput
     finally:
-        VARIANTS.unregister(_SlowInput.name)
+        LOOPS.unregister(_SlowInput.name)
 
 
-def _profiled_run(variant: str, dataset, logdir: Path, profile_steps: int = 5):
-    from tf2bench.runner import BenchmarkRun
+def _profiled_run(loop: str, dataset, logdir: Path, profile_steps: int = 5):
+    from tf2bench.suite.runner import BenchmarkRun
 
-    run = BenchmarkRun(CIFAR, "functional", variant, dataset, RunConfig(steps=2, rounds=1, profile_steps=profile_steps))
+    run = BenchmarkRun(CIFAR, "functional", loop, dataset, RunConfig(steps=2, rounds=1, profile_steps=profile_steps))
     run.warmup()
     run.window()
     return run, run.profile(logdir)
 
 
 @pytest.mark.slow
-def test_a_sleeping_input_stage_is_reported_input_bound_and_plain_tf_data_is_not(
-    tiny_cifar, slow_input_variant, tmp_path
-):
+def test_a_sleeping_input_stage_is_reported_input_bound_and_plain_tf_data_is_not(tiny_cifar, slow_input_loop, tmp_path):
     _, plain = _profiled_run("tf_data", tiny_cifar, tmp_path / "plain")
     assert "error" not in plain, plain
     assert plain["input_bound_pct"] < 20, plain
     # Sleep well beyond the step's own time, measured on this machine, so load cannot hide it.
-    slow_input_variant.sleep_s = max(0.02, 3 * plain["step_time_ms"] / 1000)
-    _, slow = _profiled_run(slow_input_variant.name, tiny_cifar, tmp_path / "slow")
+    slow_input_loop.sleep_s = max(0.02, 3 * plain["step_time_ms"] / 1000)
+    _, slow = _profiled_run(slow_input_loop.name, tiny_cifar, tmp_path / "slow")
     assert "error" not in slow, slow
     assert slow["input_bound_pct"] > 50, slow
     assert slow["input_bound"] == "highly"
     assert "input-bound" in slow["conclusion"].lower()
     assert "NOT" not in slow["conclusion"]
     # tf.data may overlap the sleep with the step (it injects a prefetch): the wait is sleep - compute
-    assert slow["input_ms"] >= 0.5 * 1000 * slow_input_variant.sleep_s
+    assert slow["input_ms"] >= 0.5 * 1000 * slow_input_loop.sleep_s
 
 
 @pytest.mark.slow
@@ -358,12 +356,12 @@ def test_profiling_inside_another_session_keeps_the_benchmark_and_trains_the_sam
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", BLOCK_LOOPS)
-def test_a_block_loop_profiles_its_steps_and_trains_what_an_unprofiled_run_trains(variant, tiny_cifar, tmp_path):
-    from tf2bench.runner import BenchmarkRun
+@pytest.mark.parametrize("loop", BLOCK_LOOPS)
+def test_a_block_loop_profiles_its_steps_and_trains_what_an_unprofiled_run_trains(loop, tiny_cifar, tmp_path):
+    from tf2bench.suite.runner import BenchmarkRun
 
     config = RunConfig(steps=PROFILE_STEPS, rounds=1, profile_steps=PROFILE_STEPS)
-    profiled = BenchmarkRun(CIFAR, "functional", variant, tiny_cifar, config)
+    profiled = BenchmarkRun(CIFAR, "functional", loop, tiny_cifar, config)
     profiled.warmup()
     profiled.window()
     model, keras_train_function = profiled.model, profiled.model.train_function
@@ -374,11 +372,11 @@ def test_a_block_loop_profiles_its_steps_and_trains_what_an_unprofiled_run_train
     assert summary["train_steps_per_marked_step"] == per
     assert summary["steps_measured"] == PROFILE_STEPS // per - 1  # the first block runs unmarked
     assert summary["step_time_ms"] == pytest.approx(summary["marked_step_time_ms"] / per)
-    if variant == "fit_spe":  # Keras's own configuration is back for any later fit
-        assert model.steps_per_execution == profiled.variant.steps_per_execution() == PROFILE_STEPS
+    if loop == "fit_spe":  # Keras's own configuration is back for any later fit
+        assert model.steps_per_execution == profiled.loop.steps_per_execution() == PROFILE_STEPS
         assert model.train_function is keras_train_function
 
-    plain = BenchmarkRun(CIFAR, "functional", variant, tiny_cifar, config)  # the same steps, all unmarked
+    plain = BenchmarkRun(CIFAR, "functional", loop, tiny_cifar, config)  # the same steps, all unmarked
     plain.warmup()
     plain.window()
     plain.window()
@@ -408,7 +406,7 @@ def test_a_trace_without_step_markers_is_refused(tmp_path):
 def test_a_loop_in_the_graph_gives_a_clear_error_and_keeps_the_trace(tmp_path):
     import tensorflow as tf
 
-    from tf2bench.profiling import profile_window
+    from tf2bench.measure.profiling import profile_window
 
     a = tf.Variable(tf.ones((64, 64)))
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import edited, fixture
 
-from tf2bench import profiling
 from tf2bench.errors import BadInputError
-from tf2bench.profiling import (
+from tf2bench.measure import profiling
+from tf2bench.measure.profiling import (
     PARTS_REL_TOLERANCE,
     STEP_COLUMNS,
     ProfileError,
@@ -302,7 +302,7 @@ def test_a_report_renders_old_profile_records_next_to_new_ones(gpu_summary, tmp_
 
     def add_profiles(doc):
         for bench in doc["benchmarks"]:
-            bench["extra_info"]["profile"] = {"fit": old, "tf_data": new}.get(bench["extra_info"]["variant"])
+            bench["extra_info"]["profile"] = {"fit": old, "tf_data": new}.get(bench["extra_info"]["loop"])
 
     run = runs.load(edited(fixture("0001"), tmp_path / "bench", add_profiles))
     written = render.write(report.build([run]), [run], tmp_path / "reports")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tf2bench.errors import BadInputError, UnknownNameError
-from tf2bench.suite import parse_options
+from tf2bench.suite.options import parse_options
 
 EXTRA_INFO_KEYS = {
-    "workload", "api", "variant", "dataset", "batch_size", "epochs", "steps", "seed", "samples_per_sec",
+    "workload", "api", "loop", "dataset", "batch_size", "epochs", "steps", "seed", "samples_per_sec",
     "step_time_ms", "step_time_ms_p90", "first_step_s", "setup_s", "epoch_s", "repeat", "test_accuracy",
     "test_loss", "device", "tf_version", "keras_version", "flops_per_sample", "cv", "window_s", "gflops_per_sec",
     "mfu", "peak_gflops",
@@ -64,7 +64,7 @@ def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
     before = runs[0].read_bytes()
 
     second = run_bench(
-        "--preset", "smoke", "--workload", "cifar100", "--api", "functional", "--variant", "fit,tf_data",
+        "--preset", "smoke", "--workload", "cifar100", "--api", "functional", "--loop", "fit,tf_data",
         "--repeat", "2", "--benchmark-autosave", f"--benchmark-storage=file://{storage}",
     )  # fmt: skip
     assert second.returncode == 0, second.stdout[-3000:]
@@ -81,8 +81,8 @@ def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
     [
         (["--workload", "imagenet"], "unknown workload 'imagenet'; valid: cifar100, mnist"),
         (["--api", "keras"], "unknown api 'keras'; valid: functional, sequential, subclassing"),
-        (["--variant", "fastest"], "unknown variant 'fastest'; valid: "),
-        (["--variant", ","], "unknown variant ','; valid: "),
+        (["--loop", "fastest"], "unknown loop 'fastest'; valid: "),
+        (["--loop", ","], "unknown loop ','; valid: "),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid: auto, keras, embedded, synthetic"),
         (["--preset", "fast"], "unknown preset 'fast'; valid: quick, rigorous, smoke, tutorial"),
         (["--batch-size", "0"], "--batch-size must be a positive integer, got '0'"),
@@ -92,7 +92,7 @@ def test_smoke_run_saves_every_case_and_never_overwrites(tmp_path, run_bench):
         (["--seed", "x"], "--seed must be a non-negative integer, got 'x'"),
         (["--scaling", "linear"], "unknown scaling 'linear'; valid: strong, weak"),
         (
-            ["--variant", "mirrored", "--devices", "2", "--batch-size", "33"],
+            ["--loop", "mirrored", "--devices", "2", "--batch-size", "33"],
             "--batch-size 33 does not split evenly over 2 replicas (strong scaling cuts the global batch into equal "
             "per-replica batches): use a multiple of 2 (32 or 34), or --scaling weak for 33 per replica",
         ),
@@ -106,10 +106,10 @@ def test_bad_options_fail_at_once_naming_the_choices(args, message, tmp_path, ru
 
 
 def test_environment_variables_set_options(monkeypatch):
-    monkeypatch.setenv("TF2BENCH_VARIANT", "fit,eager")
+    monkeypatch.setenv("TF2BENCH_LOOP", "fit,eager")
     monkeypatch.setenv("TF2BENCH_REPEAT", "2")
     opts = parse_options({"workload": "mnist", "api": None})
-    assert opts.variants == ("fit", "eager")
+    assert opts.loops == ("fit", "eager")
     assert opts.repeat == 2
     assert len(opts.cases()) == 2 * 3 * 2
     monkeypatch.setenv("TF2BENCH_STEPS", "0")
@@ -142,11 +142,11 @@ def test_scaling_is_strong_unless_asked_and_reaches_the_run_config(monkeypatch):
     assert parse_options({}).run_config("cifar100", 0).scaling == "weak"
     assert parse_options({"scaling": "strong"}).scaling == "strong"  # the flag wins over the environment
     # weak scaling multiplies the batch: any batch size goes; strong must split it, checked only for distributed loops
-    assert parse_options({"variant": "mirrored", "devices": "2", "batch_size": "33"}).batch_size == 33
+    assert parse_options({"loop": "mirrored", "devices": "2", "batch_size": "33"}).batch_size == 33
     monkeypatch.delenv("TF2BENCH_SCALING")
-    assert parse_options({"variant": "fit", "devices": "2", "batch_size": "33"}).batch_size == 33
+    assert parse_options({"loop": "fit", "devices": "2", "batch_size": "33"}).batch_size == 33
     with pytest.raises(BadInputError, match=r"--batch-size 32 does not split evenly over 3 replicas"):
-        parse_options({"variant": "fit,fit_mirrored", "devices": "3"})  # the workload's batch, 32
+        parse_options({"loop": "fit,fit_mirrored", "devices": "3"})  # the workload's batch, 32
     with pytest.raises(BadInputError, match=r"^unknown scaling 'Strong'; valid: strong, weak$"):
         parse_options({"scaling": "Strong"})
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tf2bench.timing import NOISY_CV, Stopwatch, VirtualClock, percentile, window_stats
+from tf2bench.measure.timing import NOISY_CV, Stopwatch, VirtualClock, percentile, window_stats
 
 
 class FakeClock:

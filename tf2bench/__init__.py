@@ -4,7 +4,7 @@ Bring your own model::
 
     import tf2bench
     wl = tf2bench.Workload(name="mlp", model=build_mlp, data=load_data, loss="sparse_categorical_crossentropy")
-    df = tf2bench.benchmark(wl, variants=["fit", "tf_function", "tf_data"])
+    df = tf2bench.benchmark(wl, loops=["fit", "tf_function", "tf_data"])
 
 Importing this package does not import TensorFlow; running a benchmark does.
 """

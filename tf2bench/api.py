@@ -3,7 +3,7 @@
 The same cases, runner and result record as ``pytest bench``; the run is laid out as a
 pytest-benchmark JSON document (so ``tf2bench report`` and ``tf2bench compare`` read it
 unchanged when saved) and the DataFrame comes from the report's own table builder. A
-variant that cannot train the model (not XLA-compilable, Python side effects in ``call``)
+loop that cannot train the model (not XLA-compilable, Python side effects in ``call``)
 gets a row with its ``error``; the others still run.
 """
 
@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tf2bench.workloads import BUILTIN, WORKLOADS, Workload, load_spec
 
 def benchmark(
     workload: Workload | str,
-    variants: Sequence[str] | str = "all",
+    loops: Sequence[str] | str = "all",
     *,
     apis: Sequence[str] | str = "all",
     preset: str = "quick",
@@ -38,8 +39,9 @@ def benchmark(
     processes: int = 1,
     save: str | Path | None = None,
     verbose: bool = False,
+    variants: Sequence[str] | str | None = None,
 ) -> Any:
-    """Time ``variants`` of the training loop on ``workload``; one DataFrame row per (api, variant).
+    """Time ``loops`` of the training loop on ``workload``; one DataFrame row per (api, loop).
 
     ``workload``: a :class:`Workload` (registered for the call only), a registered name, or a
     ``"package.module:attribute"`` spec. ``save``: a pytest-benchmark storage directory
@@ -49,11 +51,14 @@ def benchmark(
     (``tf2bench.analysis.report.build``) plus ``params``, ``mfu``, ``final_fingerprint`` and ``error``.
     ``mixed_precision``: the mixed loops' half precision, ``auto`` (float16 on a GPU, bfloat16 on a CPU), ``float16``
     (with loss scaling) or ``bfloat16``. ``processes``: time the cases in that many fresh worker processes, one after
-    another, each with a share of every case's rounds (``pytest bench --processes``, tf2bench.processes); the rows
+    another, each with a share of every case's rounds (``pytest bench --processes``, tf2bench.suite.processes); the rows
     are their merged records. The workers import the workload: pass a registered name or a module:attribute spec.
     """
+    if variants is not None:  # the old name of ``loops``
+        warnings.warn("benchmark(variants=...) is now benchmark(loops=...)", DeprecationWarning, stacklevel=2)
+        loops = variants
     options = {
-        "variants": variants, "apis": apis, "preset": preset, "steps": steps, "rounds": rounds, "seed": seed,
+        "loops": loops, "apis": apis, "preset": preset, "steps": steps, "rounds": rounds, "seed": seed,
         "dataset": dataset, "train_size": train_size, "test_size": test_size, "save": save, "verbose": verbose,
         "mixed_precision": mixed_precision, "processes": processes,
     }  # fmt: skip
@@ -87,7 +92,7 @@ def _benchmark(
     name: str,
     *,
     source: str = "",
-    variants: Sequence[str] | str,
+    loops: Sequence[str] | str,
     apis: Sequence[str] | str,
     preset: str,
     steps: int | None,
@@ -102,11 +107,11 @@ def _benchmark(
     verbose: bool,
 ) -> Any:
     from tf2bench.analysis import report, runs
-    from tf2bench.suite import parse_options
+    from tf2bench.suite.options import parse_options
 
     raw = {
         "workload": name,
-        "variant": variants if isinstance(variants, str) else ",".join(variants),
+        "loop": loops if isinstance(loops, str) else ",".join(loops),
         "api": apis if isinstance(apis, str) else ",".join(apis),
         "preset": preset,
         "steps": steps,
@@ -121,8 +126,8 @@ def _benchmark(
     opts = parse_options(raw, environ={})  # the arguments say it all: no TF2BENCH_* variables here
     started, records, failed, extra_record, machine = time.perf_counter(), [], [], {}, None
     say = print if verbose else None
-    if opts.processes > 1:  # workers train; this process merges their records (tf2bench.processes)
-        from tf2bench import processes as worker_processes
+    if opts.processes > 1:  # workers train; this process merges their records (tf2bench.suite.processes)
+        from tf2bench.suite import processes as worker_processes
 
         spec = json.dumps({**{k: v for k, v in raw.items() if k != "processes"}, "workload": source or name})
         done = worker_processes.run(
@@ -157,15 +162,15 @@ def _benchmark(
             datetime=doc["datetime"],
         )
         df = report.build([run])
-        extra = {(b["extra_info"]["api"], b["extra_info"]["variant"]): b["extra_info"] for b in doc["benchmarks"]}
+        extra = {(b["extra_info"]["api"], b["extra_info"]["loop"]): b["extra_info"] for b in doc["benchmarks"]}
         cols = ("params", "gflops_per_sec", "flops_per_sample", "final_fingerprint", "init_fingerprint")
         for col in (*cols, "compute_dtype", "peak_dtype"):  # mfu is against the peak of peak_dtype
-            df[col] = [extra[(a, v)].get(col) for a, v in zip(df["api"], df["variant"], strict=True)]
+            df[col] = [extra[(a, v)].get(col) for a, v in zip(df["api"], df["loop"], strict=True)]
         df["error"] = None
     else:
         import pandas as pd
 
-        df = pd.DataFrame(columns=["workload", "api", "variant", "error"])
+        df = pd.DataFrame(columns=["workload", "api", "loop", "error"])
     if failed:
         import pandas as pd
 
@@ -177,7 +182,7 @@ def _benchmark(
 def _cases(name: str, opts: Any, calibrations: dict, say: Any) -> Any:
     """Run every case of ``opts`` here, in turn: yields (case, record, None), or (case, None, why) for a case that
     cannot run (the rest still run). ``calibrations``: windows calibrated before (a later worker process's)."""
-    from tf2bench.runner import BenchmarkRun, run_case
+    from tf2bench.suite.runner import BenchmarkRun, run_case
     from tf2bench.workloads import data
 
     wl = WORKLOADS.get(name)
@@ -186,10 +191,10 @@ def _cases(name: str, opts: Any, calibrations: dict, say: Any) -> Any:
     for case in opts.cases():
         try:
             config, windows = opts.window_plan(name, case.api, case.seed, ds, calibrations, say)
-            run = BenchmarkRun(wl, case.api, case.variant, ds, config, windows)
+            run = BenchmarkRun(wl, case.api, case.loop, ds, config, windows)
             info = run_case(run, repeat=case.repeat, case_id=case.id, warn_stacklevel=5)  # warns at the caller
         except BadInputError:
-            raise  # the declaration or data is wrong: every variant would fail the same way
+            raise  # the declaration or data is wrong: every loop would fail the same way
         except UnsupportedError as exc:
             yield case, None, f"skipped: {exc}"
             continue
@@ -203,11 +208,11 @@ WORKER = "import sys, tf2bench.api; sys.exit(tf2bench.api.worker_main(sys.argv[1
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """One worker process of ``benchmark(processes=N)`` (tf2bench.processes sets its role and folder): its share of
+    """One worker process of ``benchmark(processes=N)`` (suite.processes sets its role and folder): its share of
     every case, each appended to its events file as a record or as why the case did not run."""
-    from tf2bench import processes
-    from tf2bench.runner import machine_record
-    from tf2bench.suite import PROCESS_ENV, parse_options
+    from tf2bench.suite import processes
+    from tf2bench.suite.options import PROCESS_ENV, parse_options
+    from tf2bench.suite.runner import machine_record
 
     role, folder = os.environ.get(PROCESS_ENV), os.environ.get(processes.DIR_ENV)
     if len(argv) != 1 or not role or not folder:
@@ -227,14 +232,15 @@ def worker_main(argv: Sequence[str]) -> int:
 
 
 def _failure(case: Any, error: str) -> dict[str, Any]:
-    return {"workload": case.workload, "api": case.api, "variant": case.variant, "error": error}
+    return {"workload": case.workload, "api": case.api, "loop": case.loop, "error": error}
 
 
 def _benchmark_json(
     case: Any, seconds: list[float], info: dict[str, Any], module: str = "tf2bench.api"
 ) -> dict[str, Any]:
     """One benchmark as pytest-benchmark writes it (stats over the rounds, round data included); ``case`` is a
-    tf2bench.suite.Case, ``module`` the source named in its fullname (tf2bench.multiworker saves through here too)."""
+    tf2bench.suite.options.Case, ``module`` the source named in its fullname (the multi-worker chief
+    saves through here too)."""
     from pytest_benchmark.stats import Stats
 
     stats = Stats()
@@ -247,7 +253,7 @@ def _benchmark_json(
         "params": {"case": case.id},
         "param": case.id,
         "extra_info": info,
-        "options": {"timer": "tf2bench.timing.bench_clock", "min_rounds": len(seconds), "warmup": False},
+        "options": {"timer": "tf2bench.measure.timing.bench_clock", "min_rounds": len(seconds), "warmup": False},
         "stats": {**stats.as_dict(), "data": list(seconds), "iterations": 1},
     }
 
@@ -262,7 +268,7 @@ def _run_json(
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
     from pytest_benchmark.utils import get_commit_info
 
-    from tf2bench.runner import machine_record
+    from tf2bench.suite.runner import machine_record
 
     machine = pytest_benchmark_generate_machine_info()
     # float32 as before per-dtype peaks, and every precision measured (a result's compute_dtype keys it)
@@ -283,12 +289,12 @@ def _stamp() -> str:
 
 def _save(doc: dict[str, Any], storage: Path) -> Path:
     """A new numbered file under ``storage/<machine id>/``: pytest-benchmark's own FileStorage numbers it,
-    saved atomically and never over an earlier run (tf2bench.storage), as the suite's runs are."""
+    saved atomically and never over an earlier run (tf2bench.saved.storage), as the suite's runs are."""
     from pytest_benchmark.logger import Logger
     from pytest_benchmark.storage.file import FileStorage
     from pytest_benchmark.utils import get_machine_id, get_tag
 
-    from tf2bench.storage import make_run_saves_atomic
+    from tf2bench.saved.storage import make_run_saves_atomic
 
     files = FileStorage(storage, Logger(Logger.QUIET), default_machine_id=get_machine_id())
     make_run_saves_atomic(files)

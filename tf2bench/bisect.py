@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tf2bench import storage
 from tf2bench.errors import EXIT_FAILED, EXIT_OK, BadInputError, check_positive_int
+from tf2bench.saved import storage
 
 EXIT_FOUND = EXIT_OK
 EXIT_NOT_REPRODUCIBLE = EXIT_FAILED  # 1

@@ -3,8 +3,7 @@ export figures, find the commit of a slowdown, serve traces, check the machine; 
 
 ``report``, ``compare``, ``history`` and ``export`` never import TensorFlow: reading results must be quick and work
 on a CI box without it (``tensorboard`` starts TensorBoard's own server over the traces; ``doctor`` runs TensorFlow).
-Each subcommand is one ``add_parser`` call plus a ``run(args) -> int`` function; add a
-new one by appending to SUBCOMMANDS.
+Each subcommand is one ``add_parser`` call plus a ``run(args) -> int`` function; add one by appending to SUBCOMMANDS.
 
 Exit codes (tf2bench.errors): 0 fine; 1 a regression, a newest-segment slowdown (history), a loop that is not
 equivalent to fit, or a failed doctor check; 2 bad input
@@ -20,8 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tf2bench import bisect, storage
+from tf2bench import bisect
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Tf2benchError
+from tf2bench.saved import storage
 
 PROG = "tf2bench"
 
@@ -54,7 +54,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         "report",
         help="tables, speed-ups, accuracy verdicts and charts from saved runs",
         description="Report saved suite runs: results/reports/<run-id>/report.{md,csv,html} plus a summary here. "
-        "Exit 1 if a variant other than tutorial is not equivalent to fit in accuracy, 2 on bad input.",
+        "Exit 1 if a loop other than tutorial is not equivalent to fit in accuracy, 2 on bad input.",
     )
     p.add_argument("paths", nargs="*", help="run files, directories, globs or run numbers (default: the newest run)")
     p.add_argument("--storage", type=Path, default=storage.BENCHMARKS, help="where run numbers are looked up")

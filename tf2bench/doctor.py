@@ -3,7 +3,7 @@
 What it checks, in order: the devices TensorFlow sees (and nvidia-smi lists), the CUDA/cuDNN build against the
 GPUs, whether XLA compiles and runs a tiny function (a missing ptxas or libdevice is the usual GPU failure), whether
 a 2-step profile has device events (CUPTI privileges), which mixed-precision policies run, the GPU memory-growth
-setting, and the GPU clocks (tf2bench.gpuinfo). Exit 1 when a check fails, 0 otherwise: a warning says what the
+setting, and the GPU clocks (tf2bench.measure.gpuinfo). Exit 1 when a check fails, 0 otherwise: a warning says what the
 figures will mean, a failure says that part of a run will break.
 
 The facts are gathered once (``Machine``); each check is ``check(machine) -> Check``, so the GPU branches run in the
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tf2bench import envinfo, gpuinfo
 from tf2bench.errors import EXIT_FAILED, EXIT_OK
+from tf2bench.measure import envinfo, gpuinfo
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 POLICIES = ("mixed_bfloat16", "mixed_float16")
@@ -171,7 +171,7 @@ def xla(m: Machine) -> Check:
             "XLA on a GPU needs the CUDA toolkit's ptxas and libdevice: pip install nvidia-cuda-nvcc-cu12, or set "
             "XLA_FLAGS=--xla_gpu_cuda_data_dir=<CUDA dir with nvvm/libdevice>"
             if hint or m.gpus
-            else "the xla, graph_xla and fit_xla loops will fail: leave them out (--variant) until XLA works",
+            else "the xla, graph_xla and fit_xla loops will fail: leave them out (--loop) until XLA works",
         )
     if not np.array_equal(got.numpy(), want.numpy()):
         return Check(FAIL, "XLA ran a tiny integer matmul and got another result than TensorFlow", "report this")
@@ -182,7 +182,7 @@ def xla(m: Machine) -> Check:
 def profile(m: Machine) -> Check:
     import tensorflow as tf
 
-    from tf2bench import profiling
+    from tf2bench.measure import profiling
 
     w = tf.Variable(tf.ones((64, 64)))
     step = tf.function(lambda x: w.assign_sub(1e-6 * tf.matmul(x, x, transpose_a=True)))

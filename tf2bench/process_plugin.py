@@ -1,11 +1,11 @@
-"""The pytest side of ``--processes N`` (tf2bench.processes): the parent that merges, and the worker that records.
+"""The pytest side of ``--processes N`` (tf2bench.suite.processes): the parent that merges, and the worker that records.
 
 The parent (``pytest bench --processes 3``) trains nothing. At its first benchmark it runs the workers, each
 ``python -m pytest`` with the parent's own arguments (the same selection, plugins and options) and
 ``TF2BENCH_PROCESS=k/N``; its ``test_train`` then hands pytest-benchmark the merged rounds of its case (on the
 windows' own clock, as always), so the run is saved as one ordinary numbered file. Tests other than the
 benchmarks (``bench/test_overhead.py``) run in the workers only; the parent reports their outcome. A worker saves
-nothing itself: it appends each finished benchmark's record to its events file (tf2bench.processes), writes one
+nothing itself: it appends each finished benchmark's record to its events file (tf2bench.suite.processes), writes one
 ``done`` line at its end, and times the windows the first worker calibrated.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tf2bench import processes
-from tf2bench.suite import SuiteOptions
-from tf2bench.timing import BENCH_CLOCK
+from tf2bench.measure.timing import BENCH_CLOCK
+from tf2bench.suite import processes
+from tf2bench.suite.options import SuiteOptions
 
 PARENT = "tf2bench-processes-parent"
 WORKER = "tf2bench-processes-worker"
@@ -31,7 +31,7 @@ def configure(config: pytest.Config, opts: SuiteOptions, say: Any, calibration_k
     """Register the parent's or the worker's part (nothing for a run in one process); returns the options to use."""
     if opts.process:
         if not os.environ.get(processes.DIR_ENV):
-            raise pytest.UsageError(f"a worker process needs {processes.DIR_ENV}: tf2bench.processes sets both")
+            raise pytest.UsageError(f"a worker process needs {processes.DIR_ENV}: tf2bench.suite.processes sets both")
         folder = Path(os.environ[processes.DIR_ENV])
         config.stash[calibration_key].update(processes.load_calibrations(folder))
         for name, off in (("benchmark_autosave", None), ("benchmark_save", None), ("benchmark_json", None),
@@ -73,7 +73,7 @@ class Worker:
         return report
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from tf2bench.runner import machine_record
+        from tf2bench.suite.runner import machine_record
 
         done = {"event": "done", "exitstatus": int(exitstatus), "machine": machine_record()}
         done["harness_overhead"] = session.config.stash.get(self.overhead_key, None)
@@ -202,7 +202,7 @@ def record_case(config: pytest.Config, case: Any, benchmark: Any, trace_dir: Pat
     spread = processes.process_spread(info)
     between = f", between them ±{100 * spread:.1f}%" if spread is not None else ""
     p.say(
-        f"merged {case.workload:>8} {case.api:<11} {case.variant:<11} {info['samples_per_sec']:9.0f} samples/s "
+        f"merged {case.workload:>8} {case.api:<11} {case.loop:<11} {info['samples_per_sec']:9.0f} samples/s "
         f"±{100 * info['cv']:4.1f}% over {len(info['rounds_process'])} rounds of {len(info['processes'])} "
         f"processes{between}  [r{case.repeat} s{case.seed}]"
     )
@@ -217,7 +217,7 @@ def machine(config: pytest.Config) -> dict[str, Any] | None:
 
 def describe_peak(config: pytest.Config, dtype: str) -> str:
     """The summary's peak line for ``dtype``: the workers' measurement in a parent, else this process's."""
-    from tf2bench import peak
+    from tf2bench.measure import peak
 
     found = ((machine(config) or {}).get("peaks") or {}).get(dtype)
     if found:

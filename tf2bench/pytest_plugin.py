@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tf2bench import process_plugin, storage
+from tf2bench import process_plugin
 from tf2bench.errors import Tf2benchError
-from tf2bench.storage import make_run_saves_atomic
-from tf2bench.suite import FLAGS, OPTIONS, SuiteOptions, parse_options
-from tf2bench.timing import NOISY_CV
+from tf2bench.measure.timing import NOISY_CV
+from tf2bench.saved import storage
+from tf2bench.saved.storage import make_run_saves_atomic
+from tf2bench.suite.options import DEPRECATED, FLAGS, OPTIONS, SuiteOptions, parse_options
 
 DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default
 
@@ -58,6 +59,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(
             f"--{name.replace('_', '-')}", dest=f"tf2bench_{name}", default=None, help=f"{help_text} [{env}]", **flag
         )
+    for old, (new, env) in DEPRECATED.items():  # still accepted, with a DeprecationWarning
+        group.addoption(f"--{old}", dest=f"tf2bench_{old}", default=None, help=f"deprecated: use --{new} [{env}]")
     group.addoption(
         "--tf2bench-workload",
         dest="tf2bench_workload_specs",
@@ -73,7 +76,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Validate options at once; point pytest-benchmark at results/ and at the suite's clock."""
     try:
-        raw = {n: config.getoption(f"tf2bench_{n}") for n in OPTIONS}
+        raw = {n: config.getoption(f"tf2bench_{n}") for n in (*OPTIONS, *DEPRECATED)}
         specs = config.getoption("tf2bench_workload_specs") or []
         if specs:
             raw["workload"] = ",".join(filter(None, [raw["workload"], *specs]))
@@ -89,7 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("benchmark_storage") == DEFAULT_STORAGE:
         config.option.benchmark_storage = f"file://{Path(config.rootpath) / storage.BENCHMARKS}"
     # Rounds are timed by the windows themselves (device sync included, fit's set-up excluded).
-    config.option.benchmark_timer = "tf2bench.timing.bench_clock"
+    config.option.benchmark_timer = "tf2bench.measure.timing.bench_clock"
     config.option.benchmark_save_data = True  # round times: compare's significance test needs them
     config.stash[START_KEY] = time.perf_counter()
     config.stash[RESULTS_KEY] = []
@@ -114,7 +117,7 @@ def trace_run_dir(suite: SuiteOptions, pytestconfig: pytest.Config) -> Path | No
     """This session's trace directory (<trace-dir>/<run-id>), or None without --profile."""
     if not suite.profile:
         return None
-    from tf2bench.profiling import new_run_dir
+    from tf2bench.measure.profiling import new_run_dir
 
     root = Path(suite.trace_dir) if suite.trace_dir else Path(pytestconfig.rootpath) / storage.TRACES
     pytestconfig.stash[TRACE_DIR_KEY] = new_run_dir(root)
@@ -196,13 +199,13 @@ def progress(position: int, total: int, elapsed_s: float) -> str:
 
 @pytest.fixture
 def report_progress(pytestconfig: pytest.Config, suite: SuiteOptions):
-    from tf2bench.suite import Case
+    from tf2bench.suite.options import Case
 
     cases = suite.cases()
 
     def report(info: dict) -> None:
         pytestconfig.stash[RESULTS_KEY].append(info)
-        case = Case(info["repeat"], info["seed"], info["workload"], info["api"], info["variant"])
+        case = Case(info["repeat"], info["seed"], info["workload"], info["api"], info["loop"])
         position = cases.index(case) + 1 if case in cases else len(pytestconfig.stash[RESULTS_KEY])
         where = progress(position, len(cases), time.perf_counter() - pytestconfig.stash[START_KEY])
         notes = "  NOISY" if info["cv"] > NOISY_CV else ""
@@ -218,7 +221,7 @@ def report_progress(pytestconfig: pytest.Config, suite: SuiteOptions):
                 else f"  [profile: step {prof['step_time_ms']:.1f} ms, input {prof['input_bound_pct']:.1f}%]"
             )
         say(
-            f"{where:<22} {info['workload']:>8} {info['api']:<11} {info['variant']:<11} "
+            f"{where:<22} {info['workload']:>8} {info['api']:<11} {info['loop']:<11} "
             f"{info['samples_per_sec']:9.0f} samples/s ±{100 * info['cv']:4.1f}%  "
             f"step {info['step_time_ms']:7.1f} ms  MFU {_mfu(info)}  first {info['first_step_s']:5.2f} s  "
             f"acc {info['test_accuracy']:.3f}  [{info['dataset']['source']}, r{info['repeat']} s{info['seed']}]{notes}"
@@ -228,7 +231,7 @@ def report_progress(pytestconfig: pytest.Config, suite: SuiteOptions):
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from tf2bench.runner import machine_record
+    from tf2bench.suite.runner import machine_record
 
     machine_info["tf2bench"] = process_plugin.machine(config) or machine_record()  # --processes: the workers'
 
@@ -266,15 +269,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     tr.section("tf2bench: steady-state throughput (median of rounds) and speed-up vs fit")
     fit = {
-        (r["workload"], r["api"], r["repeat"], r["seed"]): r["samples_per_sec"]
-        for r in results
-        if r["variant"] == "fit"
+        (r["workload"], r["api"], r["repeat"], r["seed"]): r["samples_per_sec"] for r in results if r["loop"] == "fit"
     }
     for r in results:
         base = fit.get((r["workload"], r["api"], r["repeat"], r["seed"]))
         speedup = f"{r['samples_per_sec'] / base:5.2f}x" if base else "    - "
         tr.write_line(
-            f"{r['workload']:>8} {r['api']:<11} {r['variant']:<11} {r['samples_per_sec']:9.0f}/s "
+            f"{r['workload']:>8} {r['api']:<11} {r['loop']:<11} {r['samples_per_sec']:9.0f}/s "
             f"±{100 * r['cv']:4.1f}%  {speedup} fit  MFU {_mfu(r)}  first {r['first_step_s']:5.2f} s  "
             f"acc {r['test_accuracy']:.3f}"
         )
@@ -296,7 +297,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         )
         for p in failed:
             tr.write_line(f"  no trace for {p['trace_dir']}: {p['error']}")
-    from tf2bench import gpuinfo
+    from tf2bench.measure import gpuinfo
 
     used = dict.fromkeys(r.get("compute_dtype", "float32") for r in results)  # each peak is measured once, cached
     tr.write_line(
@@ -310,16 +311,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir, pytestconfig):
     """One benchmark: each round is one steady-state window of training steps, timed by the loop itself
-    and ended by a device sync (tf2bench.timing). Warm-up (tracing, compilation) runs before the rounds
+    and ended by a device sync (tf2bench.measure.timing). Warm-up (tracing, compilation) runs before the rounds
     and is reported apart as ``first_step_s``; evaluation runs after them. With ``--profile`` an untimed,
-    profiled window runs between the rounds and evaluation, in every variant alike.
+    profiled window runs between the rounds and evaluation, in every loop alike.
 
     Import it into a test module (``from tf2bench.pytest_plugin import test_train``) to collect it.
     """
     from tf2bench.errors import UnsupportedError
-    from tf2bench.profiling import run_name
-    from tf2bench.runner import BenchmarkRun, run_case
-    from tf2bench.timing import BENCH_CLOCK
+    from tf2bench.measure.profiling import run_name
+    from tf2bench.measure.timing import BENCH_CLOCK
+    from tf2bench.suite.runner import BenchmarkRun, run_case
     from tf2bench.workloads import get_workload
 
     if suite.processes > 1 and not suite.process:  # the workers trained it (--processes): their rounds, merged
@@ -329,7 +330,7 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir,
     calibrations = pytestconfig.stash[CALIBRATION_KEY]
     config, windows = suite.window_plan(case.workload, case.api, case.seed, datasets(case.workload), calibrations, say)
     try:
-        run = BenchmarkRun(workload, case.api, case.variant, datasets(case.workload), config, windows)
+        run = BenchmarkRun(workload, case.api, case.loop, datasets(case.workload), config, windows)
     except UnsupportedError as exc:  # e.g. a precision this device cannot run: say why, run the rest
         pytest.skip(str(exc))
     benchmark.group = f"{case.workload}-{case.api}"
@@ -337,7 +338,7 @@ def test_train(benchmark, case, suite, datasets, report_progress, trace_run_dir,
     if trace_run_dir is not None:
         extra = [f"r{case.repeat}"] if case.repeat else []
         extra += [f"s{case.seed}"] if suite.seeds > 1 or case.seed else []
-        profile_dir = trace_run_dir / run_name(case.workload, case.api, case.variant, *extra)
+        profile_dir = trace_run_dir / run_name(case.workload, case.api, case.loop, *extra)
 
     def timed_by_pytest_benchmark(window, n: int) -> None:  # rounds on the windows' own (virtual) clock
         benchmark.pedantic(lambda: BENCH_CLOCK.advance(window()), rounds=n, iterations=1)

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from tf2bench import storage
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_OK
+from tf2bench.saved import storage
 
 HOST = "127.0.0.1"
 DEFAULT_TRACES = storage.TRACES

@@ -12,8 +12,8 @@ from my_model import workload
 import tf2bench
 
 df = tf2bench.benchmark(
-    workload, variants=["fit", "tf_function", "tf_data"], save=(sys.argv[1:] or ["results/benchmarks"])[0]
+    workload, loops=["fit", "tf_function", "tf_data"], save=(sys.argv[1:] or ["results/benchmarks"])[0]
 )
-columns = ["variant", "samples_per_sec", "cv", "speedup_vs_fit", "mfu", "test_accuracy", "verdict"]
+columns = ["loop", "samples_per_sec", "cv", "speedup_vs_fit", "mfu", "test_accuracy", "verdict"]
 print(df[columns].round({"samples_per_sec": 0, "cv": 3, "speedup_vs_fit": 2, "mfu": 4}).to_string(index=False))
 print(f"saved: {df.attrs['path']}")

@@ -25,15 +25,15 @@ LOOPS = ("fit", "eager", "tutorial", "tf_function", "tf_data")
 def runs_at(folder, factors, start=1, drop=()):
     """One run per factor (all loops alike), numbered start..; loops in ``drop`` left out of every run."""
     doc = json.loads(fixture("0001").read_text())
-    ref = {b["extra_info"]["variant"]: b["stats"]["data"][0] for b in doc["benchmarks"]}
+    ref = {b["extra_info"]["loop"]: b["stats"]["data"][0] for b in doc["benchmarks"]}
 
     def rounds(k, bench):
-        return [ref[bench["extra_info"]["variant"]] * factors[k] * (1 + 0.002 * j) for j in range(6)]
+        return [ref[bench["extra_info"]["loop"]] * factors[k] * (1 + 0.002 * j) for j in range(6)]
 
     out = run_series(folder, len(factors), rounds, start=start)
     for run in out:  # drop a loop from these runs: a loop new to the history later
         d = json.loads(run.path.read_text())
-        d["benchmarks"] = [b for b in d["benchmarks"] if b["extra_info"]["variant"] not in drop]
+        d["benchmarks"] = [b for b in d["benchmarks"] if b["extra_info"]["loop"] not in drop]
         run.path.write_text(json.dumps(d))
     return [runs.load(r.path, True) for r in out]
 
@@ -103,7 +103,7 @@ def test_a_loop_new_to_a_measured_history_is_not_gated(tmp_path):
     cur = runs_at(tmp_path / "c", [1.0], start=6)[0]
     doc = json.loads(cur.path.read_text())
     for bench in doc["benchmarks"]:
-        if bench["extra_info"]["variant"] in ("tf_data", "eager"):  # both 50% slower, alone (not the workload)
+        if bench["extra_info"]["loop"] in ("tf_data", "eager"):  # both 50% slower, alone (not the workload)
             bench["stats"]["data"] = [1.5 * t for t in bench["stats"]["data"]]
     cur.path.write_text(json.dumps(doc))
     cur = runs.load(cur.path, True)

@@ -16,12 +16,12 @@ from tf2bench.analysis import compare, runs
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_MISSING_BASELINE, EXIT_OK, BadInputError
 
 
-def slowed(factor: float, variants: tuple[str, ...] | None = None):
-    """Round times x factor (what a slower build records), for all or some variants."""
+def slowed(factor: float, loops: tuple[str, ...] | None = None):
+    """Round times x factor (what a slower build records), for all or some loops."""
 
     def edit(doc):
         for bench in doc["benchmarks"]:
-            if variants is None or bench["extra_info"]["variant"] in variants:
+            if loops is None or bench["extra_info"]["loop"] in loops:
                 bench["stats"]["data"] = [t * factor for t in bench["stats"]["data"]]
 
     return edit
@@ -75,8 +75,8 @@ def test_a_slowed_down_copy_is_flagged_exit_1(tmp_path):
     slow = edited(fixture("0001"), tmp_path, slowed(2.0))
     proc = cli("0001", str(slow), "--no-history")
     assert proc.returncode == EXIT_FAILED, proc.stdout + proc.stderr
-    for variant in ("fit", "eager", "tf_function", "tf_data"):
-        assert f"REGRESSION: cifar100/functional/{variant} is 100.0% slower" in proc.stdout
+    for loop in ("fit", "eager", "tf_function", "tf_data"):
+        assert f"REGRESSION: cifar100/functional/{loop} is 100.0% slower" in proc.stdout
     # tutorial's rounds vary by +-70% (one sample per step): even twice as slow is not significant there
     assert "cifar100/functional/tutorial     6/6" in proc.stdout
     assert "slower, not significant" in proc.stdout
@@ -184,7 +184,7 @@ def three_apis(burst: float, api_slowed: str = "subclassing"):
                 b = copy.deepcopy(bench)
                 b["extra_info"]["api"] = api
                 b["name"] = b["name"].replace("functional", api)
-                if api == api_slowed and b["extra_info"]["variant"] != "fit":
+                if api == api_slowed and b["extra_info"]["loop"] != "fit":
                     b["stats"]["data"] = [t * burst for t in b["stats"]["data"]]
                 out.append(b)
         doc["benchmarks"] = out

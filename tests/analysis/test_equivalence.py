@@ -15,7 +15,7 @@ import pytest
 from tf2bench.analysis import equivalence, report
 from tf2bench.analysis.runs import SavedRun
 from tf2bench.loops import RunConfig
-from tf2bench.runner import BenchmarkRun
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import Workload, build, data
 
 
@@ -63,10 +63,10 @@ RANDOM = Workload(
 )
 
 
-def records(workload: Workload, variants, steps: int = 10, rounds: int = 3) -> list[dict]:
+def records(workload: Workload, loops, steps: int = 10, rounds: int = 3) -> list[dict]:
     dataset = data.load(workload)
     out = []
-    for v in variants:
+    for v in loops:
         run = BenchmarkRun(workload, "model", v, dataset, RunConfig(steps=steps, rounds=rounds, warmup_steps=1, seed=3))
         run.warmup()
         for _ in range(run.rounds):
@@ -76,8 +76,8 @@ def records(workload: Workload, variants, steps: int = 10, rounds: int = 3) -> l
 
 
 def verdicts(recs: list[dict]):
-    run = SavedRun(path=Path("planted.json"), benchmarks=[{"name": r["variant"], "extra_info": r} for r in recs])
-    return report.build([run]).set_index("variant")
+    run = SavedRun(path=Path("planted.json"), benchmarks=[{"name": r["loop"], "extra_info": r} for r in recs])
+    return report.build([run]).set_index("loop")
 
 
 # ---- planted defects ------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_report_exits_1_naming_the_tier(planted, tmp_path, capsys):
 @pytest.mark.slow
 def test_random_layers_under_xla_fall_back_to_the_quality_tier():
     recs = records(RANDOM, ["fit", "tf_function", "eager", "xla"])
-    by = {r["variant"]: r for r in recs}
+    by = {r["loop"]: r for r in recs}
     assert by["fit"]["weight_tier"]["tolerance"] == equivalence.TOL_FP32
     xla = by["xla"]["weight_tier"]
     assert xla["tolerance"] is None

@@ -1,5 +1,5 @@
 """The op-level explanation of a slowdown (tf2bench.analysis.explain), on hand-made profiles with known answers,
-the per-op record it reads (tf2bench.opstats), compare's output, and two real profiled runs with a planted change.
+the per-op record it reads (measure.opstats), compare's output, and two real profiled runs with a planted change.
 
 A hand-made profile is a benchmark record whose ``profile`` holds what ``profiling.summarise`` saves: the step
 breakdown (ms per train step) and ``ops`` (every op's self time per train step). Op names are numbered as a
@@ -16,9 +16,9 @@ import sys
 import pytest
 from conftest import edited, fixture
 
-from tf2bench import opstats, profiling
 from tf2bench.analysis import explain, runs
 from tf2bench.errors import EXIT_FAILED, BadInputError
+from tf2bench.measure import opstats, profiling
 
 CONV_FWD = "_MklNativeFusedConv2D"
 CONV_FILTER = "_MklNativeConv2DBackpropFilterWithBias"
@@ -66,7 +66,7 @@ def record(
             "device": [], "rest": {side: {"ops": 0, "self_ms_per_step": 0.0} for side in ("host", "device")},
         },
     }  # fmt: skip
-    return {"workload": "mnist", "api": api, "variant": "tf_function", "repeat": repeat, "seed": 0,
+    return {"workload": "mnist", "api": api, "loop": "tf_function", "repeat": repeat, "seed": 0,
             "step_time_ms": step if timed is None else timed, "profile": profile}  # fmt: skip
 
 
@@ -176,7 +176,7 @@ def test_without_a_profile_it_says_what_to_re_run():
     ]  # fmt: skip
     (hint,) = e["rerun"]
     assert hint.startswith("baseline 0003 (commit abc1234): re-run with `pytest bench --profile --workload mnist")
-    assert "--api functional --variant tf_function`" in hint
+    assert "--api functional --loop tf_function`" in hint
     assert "no profile to explain it with" in explain.lines(e)[0]
     failed = {**record(mnist_ops(1)), "profile": {"error": "ProfileError: another session", "trace_dir": "/t"}}
     assert "its profile failed: ProfileError: another session" in explain.explain(failed, failed)["missing"][0]["why"]
@@ -263,7 +263,7 @@ def test_compare_explains_each_regression_and_writes_the_files(tmp_path, capsys)
             for b in doc["benchmarks"]:
                 info = b["extra_info"]
                 info["profile"] = record(mnist_ops(1, conv), repeat=info["repeat"])["profile"]
-                if conv != 1.0 and info["variant"] == "tf_function":
+                if conv != 1.0 and info["loop"] == "tf_function":
                     b["stats"]["data"] = [2 * t for t in b["stats"]["data"]]
 
         return edit
@@ -289,14 +289,14 @@ def test_compare_explains_each_regression_and_writes_the_files(tmp_path, capsys)
 
     def slow_tf_function(doc):
         for b in doc["benchmarks"]:
-            if b["extra_info"]["variant"] == "tf_function":
+            if b["extra_info"]["loop"] == "tf_function":
                 b["stats"]["data"] = [2 * t for t in b["stats"]["data"]]
 
     unprofiled = edited(fixture("0001"), tmp_path / "plain", slow_tf_function)
     rc = main(["compare", str(fixture("0001")), str(unprofiled), "--no-history", "--out", str(tmp_path / "r2")])
     out = capsys.readouterr().out
     assert rc == EXIT_FAILED  # the gate's verdict stands
-    assert "re-run with `pytest bench --profile --workload cifar100 --api functional --variant tf_function`" in out
+    assert "re-run with `pytest bench --profile --workload cifar100 --api functional --loop tf_function`" in out
     assert not (tmp_path / "r2").exists()  # nothing explained, no files
 
 
@@ -337,14 +337,14 @@ def _images():
 STEPS = 20  # profiled steps a run: a load spike on one op is averaged over them
 
 
-def _profiled(width: int, variant: str, logdir, dense: int = 0) -> dict:
+def _profiled(width: int, loop: str, logdir, dense: int = 0) -> dict:
     from tf2bench.loops import RunConfig
-    from tf2bench.runner import BenchmarkRun
+    from tf2bench.suite.runner import BenchmarkRun
     from tf2bench.workloads import Workload, data
 
     loss = "sparse_categorical_crossentropy"
     work = Workload(name="explain_cnn", model=_cnn(width, dense), data=_images, loss=loss)
-    run = BenchmarkRun(work, "model", variant, data.load(work), RunConfig(steps=2, rounds=1, profile_steps=STEPS))
+    run = BenchmarkRun(work, "model", loop, data.load(work), RunConfig(steps=2, rounds=1, profile_steps=STEPS))
     run.warmup()
     run.window()
     run.profile(logdir)
@@ -354,10 +354,10 @@ def _profiled(width: int, variant: str, logdir, dense: int = 0) -> dict:
 
 
 @pytest.fixture
-def round_trip_variant():
+def round_trip_loop():
     """tf_function plus bench/error_rates.py's plant (b): every weight copied to the host and back after each step."""
     from tf2bench import nest
-    from tf2bench.loops import VARIANTS, WindowResult
+    from tf2bench.loops import LOOPS, WindowResult
     from tf2bench.loops.base import loss_value
     from tf2bench.loops.compiled import TfFunction
 
@@ -376,15 +376,15 @@ def round_trip_variant():
                         w.assign(w.numpy())
             return WindowResult(self.stopwatch.stop(), loss_value(loss))
 
-    VARIANTS.register(RoundTrip.name, RoundTrip)
+    LOOPS.register(RoundTrip.name, RoundTrip)
     try:
         yield RoundTrip.name
     finally:
-        VARIANTS.unregister(RoundTrip.name)
+        LOOPS.unregister(RoundTrip.name)
 
 
 @pytest.mark.slow
-def test_real_profiles_name_the_wider_convolution_and_the_round_trips_host_time(tmp_path, round_trip_variant):
+def test_real_profiles_name_the_wider_convolution_and_the_round_trips_host_time(tmp_path, round_trip_loop):
     narrow, wide = _profiled(16, "tf_function", tmp_path / "a"), _profiled(64, "tf_function", tmp_path / "b")
     saved = narrow["profile"]
     assert saved["ops"]["train_steps"] == saved["steps"] == STEPS  # the session's train steps: each op ÷ them
@@ -404,7 +404,7 @@ def test_real_profiles_name_the_wider_convolution_and_the_round_trips_host_time(
     assert "Conv2D" in e["types"]["host"][0]["type"], text
 
     plain = _profiled(16, "tf_function", tmp_path / "c", dense=256)
-    trip = {**_profiled(16, round_trip_variant, tmp_path / "d", dense=256), "variant": "tf_function"}  # its commit's
+    trip = {**_profiled(16, round_trip_loop, tmp_path / "d", dense=256), "loop": "tf_function"}  # its commit's
     e = explain.explain(plain, trip)
     print("\n".join(explain.lines(e)))
     # w.numpy() is untraced host work: it lands in idle/other, at least as long as it takes on an idle machine (the

@@ -73,7 +73,7 @@ def test_each_benchmark_of_a_real_run_in_the_documented_fields(metric, column, u
     assert problems(text) == []
     assert not skipped
     df = report.build([run])
-    assert [e["name"] for e in items] == [f"{r.workload}/{r.api}/{r.variant}" for r in df.itertuples()]
+    assert [e["name"] for e in items] == [f"{r.workload}/{r.api}/{r.loop}" for r in df.itertuples()]
     assert len({e["name"] for e in items}) == len(items)  # one chart per benchmark
     for entry, r in zip(items, df.itertuples(), strict=True):
         assert entry["unit"] == unit
@@ -89,7 +89,7 @@ def test_each_benchmark_of_a_real_run_in_the_documented_fields(metric, column, u
 def test_a_benchmark_without_a_figure_is_left_out_and_named(tmp_path):
     def no_rounds(doc):  # every repeat of eager saved without a window time
         for bench in doc["benchmarks"]:
-            if bench["extra_info"]["variant"] == "eager":
+            if bench["extra_info"]["loop"] == "eager":
                 bench["stats"]["data"] = []
                 bench["extra_info"].pop("window_s", None)
 

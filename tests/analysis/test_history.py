@@ -28,7 +28,7 @@ SEEDS = range(5)
 
 
 def make_runs(root, n, seed, slow=lambda i: {}, machine=lambda i: None, storage=None):
-    """n runs numbered 0001.. under root/benchmarks (or storage); slow(i) maps variant (or '*') to a time factor."""
+    """n runs numbered 0001.. under root/benchmarks (or storage); slow(i) maps loop (or '*') to a time factor."""
     rng = np.random.default_rng(seed)
     storage = storage or root / "benchmarks"
     (storage / MACHINE_DIR).mkdir(parents=True, exist_ok=True)
@@ -38,7 +38,7 @@ def make_runs(root, n, seed, slow=lambda i: {}, machine=lambda i: None, storage=
         def edit(doc, i=i, commit=commit):
             factors, day = slow(i), rng.lognormal(0, 0.02)
             for bench in doc["benchmarks"]:
-                f = day * factors.get(bench["extra_info"]["variant"], factors.get("*", 1.0))
+                f = day * factors.get(bench["extra_info"]["loop"], factors.get("*", 1.0))
                 bench["stats"]["data"] = [t * f * rng.lognormal(0, 0.03) for t in bench["stats"]["data"]]
             doc["datetime"] = f"2026-12-{i:02d}T10:00:00+00:00"
             doc["commit_info"].update(id=commit, dirty=False)
@@ -54,7 +54,7 @@ def analysed(storage, normalize=False, merge=False):
     loaded, errors = history.load([], storage)
     assert not errors
     series, _ = history.build(loaded, normalize, merge)
-    return {(s.variant, s.machine): s for s in history.analyse(series)}
+    return {(s.loop, s.machine): s for s in history.analyse(series)}
 
 
 def cli(capsys, tmp_path, storage, *args):

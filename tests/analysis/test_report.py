@@ -52,11 +52,11 @@ def test_report_of_a_real_run_writes_md_csv_html_with_charts_and_tutorial_as_exp
     import pandas as pd
 
     csv = pd.read_csv(out_dir / "report.csv")
-    assert list(csv["variant"]) == ["fit", "eager", "tutorial", "tf_function", "tf_data"]
+    assert list(csv["loop"]) == ["fit", "eager", "tutorial", "tf_function", "tf_data"]
     for col in ("samples_per_sec", "cv", "step_time_ms", "first_step_s", "speedup_vs_fit", "test_accuracy"):
         assert csv[col].notna().all(), col
     assert {"acc_diff_pp", "verdict", "dataset", "device"} <= set(csv.columns)
-    assert csv.set_index("variant").loc["fit", "speedup_vs_fit"] == 1.0
+    assert csv.set_index("loop").loc["fit", "speedup_vs_fit"] == 1.0
 
 
 def test_default_is_the_newest_run_and_no_tensorflow_is_imported(tmp_path):
@@ -73,7 +73,7 @@ def test_default_is_the_newest_run_and_no_tensorflow_is_imported(tmp_path):
 
 def test_repeats_and_seeds_are_pooled_and_widen_the_tolerance():
     (run,) = runs.load_many([str(fixture("0003"))])[0]
-    df = report.build([run]).set_index("variant")
+    df = report.build([run]).set_index("loop")
     fit = df.loc["fit"]
     assert (fit["benchmarks"], fit["seeds"], fit["repeats"], fit["rounds"]) == (4, 2, 2, 8)
     assert fit["test_accuracy_std"] > 0
@@ -82,19 +82,19 @@ def test_repeats_and_seeds_are_pooled_and_widen_the_tolerance():
     assert df.loc["eager", "verdict"] == report.EQUIVALENT
     assert df.loc["tutorial", "verdict"] == report.EXPECTED
     assert report.failures(df.reset_index()) == []
-    assert "±" in render.summary(df.reset_index()).set_index("variant").loc["fit", "accuracy"]
+    assert "±" in render.summary(df.reset_index()).set_index("loop").loc["fit", "accuracy"]
 
 
-def _shift_accuracy(variant: str, delta: float):
+def _shift_accuracy(loop: str, delta: float):
     def edit(doc):
         for bench in doc["benchmarks"]:
-            if bench["extra_info"]["variant"] == variant:
+            if bench["extra_info"]["loop"] == loop:
                 bench["extra_info"]["test_accuracy"] += delta
 
     return edit
 
 
-def test_a_diverging_variant_fails_the_report_and_says_by_how_much(tmp_path, capsys):
+def test_a_diverging_loop_fails_the_report_and_says_by_how_much(tmp_path, capsys):
     from tf2bench.cli import main
 
     diverged = edited(fixture("0001"), tmp_path / "runs", _shift_accuracy("eager", -0.05))
@@ -194,6 +194,6 @@ def test_the_report_names_the_fastest_equivalent_loop_per_workload():
     df = report.build([runs.load(fixture("0001"))])
     (line,) = render.fastest_equivalent(df)
     ok = df[df["verdict"] == report.EQUIVALENT]
-    best = ok.groupby("variant")["speedup_vs_fit"].median().idxmax()
+    best = ok.groupby("loop")["speedup_vs_fit"].median().idxmax()
     assert line.startswith(f"fastest equivalent on cifar100: {best} ")
     assert "x fit, weights" in line

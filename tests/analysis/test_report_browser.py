@@ -50,7 +50,7 @@ def page(tmp_path_factory) -> tuple[Path, int, Path]:
 
     def add_trace(doc):
         for bench in doc["benchmarks"]:
-            if bench["extra_info"]["variant"] == "fit":
+            if bench["extra_info"]["loop"] == "fit":
                 bench["extra_info"]["profile"] = {"steps": 5, "first_step": 30, "trace_dir": str(trace)}
 
     loaded = [runs.load(edited(fixture("0001"), tmp / "runs", add_trace)), runs.load(fixture("0002"))]

@@ -29,11 +29,11 @@ LOOPS = ("fit", "eager", "tutorial", "tf_function", "tf_data")
 def runs_of(folder, factors, commit=None, start=1):
     """One run per row of factors (a factor per loop, LOOPS order); each run its own commit unless given."""
     doc = json.loads(fixture("0001").read_text())
-    ref = {b["extra_info"]["variant"]: b["stats"]["data"][0] for b in doc["benchmarks"]}  # one figure per loop
+    ref = {b["extra_info"]["loop"]: b["stats"]["data"][0] for b in doc["benchmarks"]}  # one figure per loop
 
     def rounds(k, bench):  # rounds 0.2% apart: the run's level is its factor, the rounds agree
-        f = factors[k][LOOPS.index(bench["extra_info"]["variant"])]
-        return [ref[bench["extra_info"]["variant"]] * f * (1 + 0.002 * j) for j in range(len(bench["stats"]["data"]))]
+        f = factors[k][LOOPS.index(bench["extra_info"]["loop"])]
+        return [ref[bench["extra_info"]["loop"]] * f * (1 + 0.002 * j) for j in range(len(bench["stats"]["data"]))]
 
     return run_series(folder, len(factors), rounds, commit, start)
 

@@ -110,7 +110,7 @@ def tagged_run(folder, number: int, rng, sd: float, slower: dict | None = None, 
     doc["commit_info"].update(id=f"{number:04d}".ljust(40, "0"), dirty=False)
     for b in doc["benchmarks"]:
         info, ref = b["extra_info"], b["stats"]["data"][0]
-        factor = (slower or {}).get(info["variant"], 1.0)
+        factor = (slower or {}).get(info["loop"], 1.0)
         levels = [ref * factor * math.exp(rng.normal(0, sd)) for _ in range(n)]
         b["stats"]["data"] = [x * (1 + 0.002 * j) for x in levels for j in range(rounds)]
         info["rounds_process"] = [p for p in range(1, n + 1) for _ in range(rounds)]
@@ -147,7 +147,7 @@ def test_a_runs_level_is_the_mean_over_its_processes(tmp_path):
     assert sorted(flat) == sorted(x for costs in per.values() for x in costs)  # the same rounds, by process
     lv = by_process.level(run, ("cifar100", "functional", "fit"), flat)
     assert lv == pytest.approx(statistics.fmean(math.log(statistics.median(c)) for c in per.values()))
-    (point,) = [p for s in history.build([run])[0] if s.variant == "fit" for p in s.points]
+    (point,) = [p for s in history.build([run])[0] if s.loop == "fit" for p in s.points]
     assert point.level == pytest.approx(-lv)  # history's level: log throughput, the same mean
     assert len(point.process_levels) == 3
 
@@ -167,7 +167,7 @@ def test_history_pools_the_process_spread_into_its_noise(tmp_path):
             b["stats"]["data"] = [x / centre for x in data]
         r.path.write_text(json.dumps(d))
     loaded = [runs.load(r.path, True) for r in made]
-    (series,) = [s for s in history.build(loaded)[0] if s.variant == "fit"]
+    (series,) = [s for s in history.build(loaded)[0] if s.loop == "fit"]
     history.detect(series)
     procs = [np.asarray(p.process_levels) for p in series.points]
     df_p = sum(len(v) - 1 for v in procs)

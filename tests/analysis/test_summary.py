@@ -25,7 +25,7 @@ def quiet_runs(folder, n, slow_tf_data=1.0):
     factors = np.exp(np.random.default_rng(3).normal(0.0, 0.01, n))
 
     def rounds(k, bench):
-        slow = slow_tf_data if k == n - 1 and bench["extra_info"]["variant"] == "tf_data" else 1.0
+        slow = slow_tf_data if k == n - 1 and bench["extra_info"]["loop"] == "tf_data" else 1.0
         return [t * factors[k] * slow for t in bench["stats"]["data"]]
 
     return run_series(folder, n, rounds)

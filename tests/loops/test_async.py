@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from tf2bench.loops import RunConfig
-from tf2bench.runner import BenchmarkRun
-from tf2bench.timing import Stopwatch, sync_devices
+from tf2bench.measure.timing import Stopwatch, sync_devices
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import Workload, data
 
 N = 512  # the slow op's matrices: 512 x 512, ~1 ms a matmul on 2 CPU cores
@@ -159,13 +159,13 @@ def timed_window(run: BenchmarkRun, *, slow: bool, stopwatch: Stopwatch | None =
     """One window of ``run``; with ``slow``, its last step runs the planted op; ``stopwatch`` replaces the loop's."""
     layer = run.model.get_layer("slow_on_step")
     layer.slow_at.assign(run.position + run.steps_per_window if slow else -1)  # count is 1-based: last step's
-    saved = run.variant.stopwatch
+    saved = run.loop.stopwatch
     if stopwatch is not None:
-        run.variant.stopwatch = stopwatch
+        run.loop.stopwatch = stopwatch
     try:
         return run.window()
     finally:
-        run.variant.stopwatch = saved
+        run.loop.stopwatch = saved
         sync_devices()  # a stopwatch without sync leaves the op running: it must not spill into what follows
 
 

@@ -16,8 +16,8 @@ import pytest
 from tf2bench.errors import BadInputError, UnsupportedError
 from tf2bench.loops import RunConfig
 from tf2bench.multiworker import WorkerFailedError, launch
-from tf2bench.suite import parse_options
-from tf2bench.worker import FAIL_ENV, WorkerSpec
+from tf2bench.multiworker.worker import FAIL_ENV, WorkerSpec
+from tf2bench.suite.options import parse_options
 
 # Tolerance, from float32 arithmetic. A distributed loop and its single-device reference run the same function on
 # the same batches from the same weights; the one difference is the order of float32 sums: each replica sums the
@@ -52,19 +52,19 @@ SCRIPT_HEAD = textwrap.dedent(
     import json, os, sys
     from tf2bench.loops import distributed as distribute
     devices = distribute.configure_devices(2)
-    from tf2bench import peak
+    from tf2bench.measure import peak
     peak._PEAKS["float32"] = peak.measure_matmul_peak(n=512)  # a smaller MFU denominator: not checked here
     import numpy as np
     from tf2bench.workloads import data
-    from tf2bench.runner import BenchmarkRun
+    from tf2bench.suite.runner import BenchmarkRun
     from tf2bench.loops import RunConfig
     from tf2bench.workloads import get_workload
 
     wl = get_workload("cifar100")
     ds = data.load(wl, "synthetic", train_size=256, test_size=64)
 
-    def train(variant, batch, **options):
-        run = BenchmarkRun(wl, "functional", variant, ds, RunConfig(batch_size=batch, steps=4, rounds=2, seed=7,
+    def train(loop, batch, **options):
+        run = BenchmarkRun(wl, "functional", loop, ds, RunConfig(batch_size=batch, steps=4, rounds=2, seed=7,
                            warmup_steps=2, **options))
         run.warmup()
         for _ in range(run.rounds):
@@ -76,7 +76,7 @@ SCRIPT_HEAD = textwrap.dedent(
                    for x, y in zip(a.model.get_weights(), b.model.get_weights(), strict=True))
 
     def moments(run):  # Adam's first moments: they carry the gradients' scale
-        return [v.numpy() for v in run.variant.ctx.optimizer.variables if "momentum" in v.path]
+        return [v.numpy() for v in run.loop.ctx.optimizer.variables if "momentum" in v.path]
 
     def moment_distance(a, b):  # relative to each array's largest moment
         return max(float(np.max(np.abs(x - y)) / np.max(np.abs(y)))
@@ -299,8 +299,8 @@ def test_two_local_workers_finish_with_identical_weights_and_the_chief_saves_a_n
     (bench,) = saved.benchmarks
     assert bench["extra_info"] == {k: v for k, v in info.items() if k != "run_file"}
     assert (bench["stats"]["data"], bench["stats"]["rounds"]) == (info["window_s"], 2)  # the windows: round data
-    assert (bench["fullname"].split("::")[0], saved.suite["source"]) == ("tf2bench.multiworker",) * 2
-    assert (info["variant"], info["strategy"], info["workers"]) == ("multi_worker", "CollectiveAllReduceStrategy", 2)
+    assert (bench["fullname"].split("::")[0], saved.suite["source"]) == ("tf2bench.multiworker.launch",) * 2
+    assert (info["loop"], info["strategy"], info["workers"]) == ("multi_worker", "CollectiveAllReduceStrategy", 2)
     # strong scaling, the default: the spec's batch 32 is the global batch, 16 on each worker
     assert info["scaling"] == "strong"
     assert (info["replicas"], info["global_batch_size"], info["per_replica_batch_size"]) == (2, 32, 16)
@@ -342,7 +342,7 @@ def test_a_run_that_outlives_its_limit_is_killed(tmp_path):
 
 def test_multi_worker_outside_a_worker_is_skipped_with_the_reason():
     from tf2bench.loops import RunConfig
-    from tf2bench.runner import BenchmarkRun
+    from tf2bench.suite.runner import BenchmarkRun
     from tf2bench.workloads import data, get_workload
 
     wl = get_workload("cifar100")
@@ -352,10 +352,10 @@ def test_multi_worker_outside_a_worker_is_skipped_with_the_reason():
 
 
 def test_distributed_loops_are_opt_in():
-    default = parse_options({}).variants
+    default = parse_options({}).loops
     assert not {"mirrored", "fit_mirrored", "multi_worker"} & set(default)
-    named = parse_options({"variant": "tf_data,mirrored,fit_mirrored", "devices": "2"})
-    assert named.variants == ("tf_data", "mirrored", "fit_mirrored")
+    named = parse_options({"loop": "tf_data,mirrored,fit_mirrored", "devices": "2"})
+    assert named.loops == ("tf_data", "mirrored", "fit_mirrored")
     assert named.devices == 2
     assert parse_options({}).devices is None
 
@@ -393,9 +393,9 @@ NO_ALLREDUCE_CHECK = SCRIPT_HEAD + textwrap.dedent(
     from tf2bench.analysis import report
     from tf2bench.loops.distributed import Mirrored
     from tf2bench.analysis.runs import SavedRun
-    from tf2bench.loops import register_variant
+    from tf2bench.loops import register_loop
 
-    @register_variant
+    @register_loop
     class NoAllReduce(Mirrored):
         name = "planted_no_allreduce"
         description = "planted defect: each replica applies only its own gradient"
@@ -413,7 +413,7 @@ NO_ALLREDUCE_CHECK = SCRIPT_HEAD + textwrap.dedent(
 
     records = [{**train(v, 32).result(), "repeat": 0} for v in ("fit", "mirrored", "planted_no_allreduce")]
     df = report.build([SavedRun(path=Path("x.json"), benchmarks=[{"extra_info": r} for r in records])])
-    row = df.set_index("variant")
+    row = df.set_index("loop")
     done({v: {k: (None if isinstance(row.loc[v, k], float) and row.loc[v, k] != row.loc[v, k] else row.loc[v, k])
               for k in ("verdict", "verdict_note", "weights_verdict", "weight_distance")}
           for v in ("mirrored", "planted_no_allreduce")})

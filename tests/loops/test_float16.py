@@ -15,7 +15,7 @@ import pytest
 
 from tf2bench.errors import BadInputError
 from tf2bench.loops import RunConfig
-from tf2bench.runner import BenchmarkRun
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import Workload, data, get_workload
 from tf2bench.workloads.tutorial import cifar100_functional
 
@@ -28,9 +28,9 @@ def tiny():
     return data.load(CIFAR, "synthetic", train_size=320, test_size=64)
 
 
-def train(variant, dataset, workload=CIFAR, **config):
+def train(loop, dataset, workload=CIFAR, **config):
     cfg = RunConfig(**{"steps": 5, "rounds": 2, "warmup_steps": 2, "seed": 7, "mixed_precision": "float16", **config})
-    run = BenchmarkRun(workload, "functional", variant, dataset, cfg)
+    run = BenchmarkRun(workload, "functional", loop, dataset, cfg)
     run.warmup()
     for _ in range(run.rounds):
         run.window()
@@ -74,24 +74,24 @@ def gradient_overflow_at(step: int) -> Workload:
 
 
 def scale(run) -> float:
-    return float(np.asarray(run.variant.ctx.optimizer.dynamic_scale))
+    return float(np.asarray(run.loop.ctx.optimizer.dynamic_scale))
 
 
 def applied(run) -> int:
     """Steps the inner optimizer applied (a skipped step applies nothing)."""
-    return int(np.asarray(run.variant.ctx.optimizer.inner_optimizer.iterations))
+    return int(np.asarray(run.loop.ctx.optimizer.inner_optimizer.iterations))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["mixed", "graph_mixed"])
-def test_float16_runs_with_loss_scaling_and_one_trace(tiny, variant):
+@pytest.mark.parametrize("loop", ["mixed", "graph_mixed"])
+def test_float16_runs_with_loss_scaling_and_one_trace(tiny, loop):
     import keras
 
-    run = train(variant, tiny)
+    run = train(loop, tiny)
     info = run.result()
     assert run.model.dtype_policy.name == "mixed_float16"
     assert run.model.layers[-1].compute_dtype == "float32"  # the softmax stays float32 under any mixed policy
-    assert isinstance(run.variant.ctx.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(run.loop.ctx.optimizer, keras.optimizers.LossScaleOptimizer)
     assert info["traces"] == 1
     assert np.isfinite(info["train_loss"])
     assert info["compute_dtype"] == "float16"
@@ -116,7 +116,7 @@ def test_an_overflow_skips_its_step_and_halves_the_scale(tiny):
     assert applied(planted) == applied(clean) - 1
     assert scale(planted) == scale(clean) / 2
     assert np.isfinite(planted.windows[-1].loss)  # the loss was finite: only the gradients overflowed
-    assert planted.variant.trace_count() == 1
+    assert planted.loop.trace_count() == 1
 
 
 @pytest.mark.slow
@@ -126,7 +126,7 @@ def test_the_quality_tier_judges_float16_against_fit(tiny):
 
     records = [{**train(v, tiny).result(), "repeat": 0} for v in ("fit", "mixed")]
     df = report.build([SavedRun(path=Path("t.json"), benchmarks=[{"extra_info": r} for r in records])])
-    row = df.set_index("variant").loc["mixed"]
+    row = df.set_index("loop").loc["mixed"]
     assert row["weights_verdict"] == report.NOT_JUDGED  # float16 rounding: no fp32 bound applies
     assert row["verdict"] == report.EQUIVALENT, row["verdict_note"]
     assert row["paired_samples"] == len(tiny.y_test)
@@ -136,7 +136,7 @@ def test_the_choice_is_validated_and_auto_follows_the_device():
     import tensorflow as tf
 
     from tf2bench.loops.mixed import mixed_policy_name
-    from tf2bench.suite import parse_options
+    from tf2bench.suite.options import parse_options
 
     with pytest.raises(BadInputError, match=r"unknown mixed precision 'fp16'; valid: auto, float16, bfloat16"):
         RunConfig(mixed_precision="fp16")

@@ -10,8 +10,8 @@ import pytest
 from conftest import EQUIVALENT, fp32_tolerance, update_distance, xla_tolerance
 
 from tf2bench.errors import BadInputError, DivergedError, UnknownNameError
-from tf2bench.loops import VARIANTS, BatchPlan, RunConfig, get_variant
-from tf2bench.runner import BenchmarkRun
+from tf2bench.loops import LOOPS, BatchPlan, RunConfig, get_loop
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import data, get_workload
 
 CIFAR = get_workload("cifar100")
@@ -22,9 +22,9 @@ def tiny():
     return data.load(CIFAR, "synthetic", train_size=320, test_size=64)
 
 
-def train(variant, dataset, api="functional", **config):
+def train(loop, dataset, api="functional", **config):
     cfg = RunConfig(**{"steps": 5, "rounds": 2, "warmup_steps": 2, "seed": 7, **config})
-    run = BenchmarkRun(CIFAR, api, variant, dataset, cfg)
+    run = BenchmarkRun(CIFAR, api, loop, dataset, cfg)
     run.warmup()
     for _ in range(run.rounds):
         run.window()
@@ -72,15 +72,15 @@ def test_xla_and_mixed_loops_learn_the_same_function(tiny):
     assert half in records["mixed"]["weight_tier"]["why"]
     assert records["xla"]["weight_tier"] == {**records["xla"]["weight_tier"], "tolerance": xla_tolerance()}
     df = report.build([SavedRun(path=Path("t.json"), benchmarks=[{"extra_info": i} for i in records.values()])])
-    row = df.set_index("variant")
+    row = df.set_index("loop")
     assert row.loc["mixed", "verdict"] == report.EQUIVALENT, row.loc["mixed", "verdict_note"]
     assert row.loc["mixed", "weights_verdict"] == report.NOT_JUDGED
     assert row.loc["mixed", "paired_samples"] == len(tiny.y_test)
     assert (row.loc[["xla", "fit_xla", "graph_xla"], "weights_verdict"] == report.SAME_MATH).all()
-    assert all(r.variant.trace_count() == 1 for r in (runs["xla"], mixed))
+    assert all(r.loop.trace_count() == 1 for r in (runs["xla"], mixed))
     assert records["xla"]["jit_compile"] is True  # the record says what ran, not the config default
-    assert runs["fit_xla"].variant.info() == {"jit_compile": True}
-    assert runs["graph_xla"].variant.trace_count() == 1  # one block trace, the XLA step compiled inside it
+    assert runs["fit_xla"].loop.info() == {"jit_compile": True}
+    assert runs["graph_xla"].loop.trace_count() == 1  # one block trace, the XLA step compiled inside it
     assert records["graph_xla"]["jit_compile"] is True
 
 
@@ -90,7 +90,7 @@ def test_new_loops_compile_once_and_record_their_settings(tiny):
     assert spe["steps_per_execution"] == 5  # one window's steps (cap 200)
     assert spe["jit_compile"] is False
     block = train("graph_loop", tiny)
-    assert block.variant.trace_count() == 1  # the block length is a tensor: warm-up and windows share a trace
+    assert block.loop.trace_count() == 1  # the block length is a tensor: warm-up and windows share a trace
     assert block.result()["traces"] == 1
 
 
@@ -130,7 +130,7 @@ def test_result_records_every_key(tiny):
     run = train("tf_function", tiny)
     info = run.result()
     for key in (
-        "workload", "api", "variant", "dataset", "batch_size", "epochs", "steps", "seed", "samples_per_sec",
+        "workload", "api", "loop", "dataset", "batch_size", "epochs", "steps", "seed", "samples_per_sec",
         "step_time_ms", "step_time_ms_p90", "first_step_s", "setup_s", "epoch_s", "test_accuracy", "test_loss",
         "device", "tf_version", "keras_version", "flops_per_sample", "cv", "init_fingerprint", "final_fingerprint",
     ):  # fmt: skip
@@ -169,7 +169,7 @@ def test_fit_setup_cost_is_kept_out_of_the_window(tiny):
 @pytest.mark.slow
 def test_tutorial_trains_on_one_sample_per_step(tiny):
     run = train("tutorial", tiny)
-    assert run.variant.samples_per_step == 1
+    assert run.loop.samples_per_step == 1
     assert run.result()["samples_per_step"] == 1
 
 
@@ -214,19 +214,19 @@ def test_run_config_refuses_bad_numbers(field, value):
         RunConfig(**{field: value})
 
 
-def test_variant_registry():
-    assert VARIANTS.names()[:5] == ["fit", "eager", "tutorial", "tf_function", "tf_data"]
-    with pytest.raises(UnknownNameError, match=r"unknown variant .tf-function.; valid: .*tf_function"):
-        get_variant("tf-function")
+def test_loop_registry():
+    assert LOOPS.names()[:5] == ["fit", "eager", "tutorial", "tf_function", "tf_data"]
+    with pytest.raises(UnknownNameError, match=r"unknown loop .tf-function.; valid: .*tf_function"):
+        get_loop("tf-function")
 
 
 @pytest.mark.slow
 def test_graph_mixed_stacks_the_in_graph_loop_and_mixed_precision(tiny):
-    from tf2bench.loops import VARIANTS
+    from tf2bench.loops import LOOPS
 
     run = train("graph_mixed", tiny)
     info = run.result()
-    assert VARIANTS.get("graph_mixed").opt_in  # run by name only: the default selection stays the ten loops
+    assert LOOPS.get("graph_mixed").opt_in  # run by name only: the default selection stays the ten loops
     assert info["dtype_policy"].startswith("mixed_")
     assert info["compute_dtype"] in ("bfloat16", "float16")
     assert info["traces"] == 1  # one block trace for warm-up and every window

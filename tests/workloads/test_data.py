@@ -202,7 +202,7 @@ def test_fit_learns_synthetic_cifar100_from_its_spatial_structure():
     convolution uses; seeds 1-3: 5-6%). The bounds leave room for other CPUs and seeds.
     """
     from tf2bench.loops import RunConfig
-    from tf2bench.runner import BenchmarkRun
+    from tf2bench.suite.runner import BenchmarkRun
     from tf2bench.workloads.data import Dataset
 
     ds = data.load(CIFAR, "synthetic", train_size=2500, test_size=500)

@@ -37,7 +37,7 @@ from pathlib import Path
 from tf2bench.analysis import compare, noise
 from tf2bench.analysis.runs import SavedRun
 
-Key = tuple[str, str, str]  # workload, api ("*": pooled over several), variant
+Key = tuple[str, str, str]  # workload, api ("*": pooled over several), loop
 GOOD, BAD, AMBIGUOUS = "good", "bad", "ambiguous"
 MARGIN = 0.25  # a probe is at an end's level when within this share of the step from it
 FOUND, NOT_REPRODUCIBLE, CANNOT_TELL = "found", "not reproducible", "cannot tell"

@@ -90,7 +90,7 @@ def _dots(
     workloads = list(dict.fromkeys(df["workload"]))
     kind, lane_of = _lanes(df)
     lanes = list(dict.fromkeys(lane_of(r) for r in df.itertuples()))
-    loops = max(df.groupby("workload")["variant"].nunique())
+    loops = max(df.groupby("workload")["loop"].nunique())
     cols = min(2, len(workloads))
     rows = math.ceil(len(workloads) / cols)
     panel_h = 0.9 + loops * max(0.36, 0.15 * len(lanes))
@@ -99,11 +99,11 @@ def _dots(
         ax.set_visible(False)
     for ax, workload in zip(axes.flat, workloads, strict=False):
         sub = df[df["workload"] == workload]
-        names = list(dict.fromkeys(sub["variant"]))
+        names = list(dict.fromkeys(sub["loop"]))
         ys: dict[Any, float] = {}
         for r in sub.itertuples():
             lane = lanes.index(lane_of(r))
-            y = names.index(r.variant) + (lane - (len(lanes) - 1) / 2) * 0.8 / len(lanes)
+            y = names.index(r.loop) + (lane - (len(lanes) - 1) / 2) * 0.8 / len(lanes)
             if kind == "run":  # the APIs side by side within their run's row
                 y += (list(MARKERS).index(r.api) - 1 if r.api in MARKERS else 0) * 0.2 / len(lanes)
             ys[r.Index] = y
@@ -116,7 +116,7 @@ def _dots(
                 color=COLOURS[lane % len(COLOURS)],
             )  # fmt: skip
         for i, name in enumerate(names):
-            idx = sub.index[sub["variant"] == name]
+            idx = sub.index[sub["loop"] == name]
             values = x[idx].dropna()
             if len(values):
                 edge = np.nanmax(np.r_[hi[idx].to_numpy(float), values.to_numpy(float)])
@@ -152,7 +152,7 @@ def _speedup_axis(ax: Any, sub: pd.DataFrame, ys: dict) -> None:
 def _accuracy_axis(ax: Any, sub: pd.DataFrame, ys: dict) -> None:
     """fit's band: ± the quality tier's margin (at least 3x fit's seed std), and ± its seed std when there are seeds;
     zoomed on fit, with the loops far outside (tutorial) drawn at the edge with their value."""
-    fits = sub[sub["variant"] == "fit"]
+    fits = sub[sub["loop"] == "fit"]
     if fits.empty:
         return
     for k, f in enumerate(fits.drop_duplicates(["test_accuracy", "tolerance_pp", "test_accuracy_std"]).itertuples()):
@@ -167,7 +167,7 @@ def _accuracy_axis(ax: Any, sub: pd.DataFrame, ys: dict) -> None:
     centre = float(fits["test_accuracy"].median())
     # a loop with its own, wider margin (one seed, off fit's trajectory by design: report.build) gets it drawn on
     # its row, so a point outside fit's band but inside its own is seen as what the verdict says
-    wider = sub[(sub["variant"] != "fit") & (sub["tolerance_pp"] > float(fits["tolerance_pp"].max()) + 1e-9)]
+    wider = sub[(sub["loop"] != "fit") & (sub["tolerance_pp"] > float(fits["tolerance_pp"].max()) + 1e-9)]
     for k, (i, r) in enumerate(zip(wider.index, wider.itertuples(), strict=True)):
         own = "the loop's own margin (one seed, off fit's path)"
         ax.hlines(ys[i], centre - r.tolerance_pp / 100, centre + r.tolerance_pp / 100, color=FIT_BAND, lw=7,
@@ -179,13 +179,13 @@ def _accuracy_axis(ax: Any, sub: pd.DataFrame, ys: dict) -> None:
     left, right = centre - half, centre + half
     ax.set_xlim(left, right)
     off = sub[(sub["test_accuracy"] < left) | (sub["test_accuracy"] > right)]
-    names = list(dict.fromkeys(sub["variant"]))
-    for variant, rows in off.groupby("variant", sort=False):
+    names = list(dict.fromkeys(sub["loop"]))
+    for loop, rows in off.groupby("loop", sort=False):
         low = rows["test_accuracy"].median() < left
         edge, marker, ha, dx = (left, "<", "left", 10) if low else (right, ">", "right", -10)
         ax.plot([edge] * len(rows), [ys[i] for i in rows.index], marker=marker, ls="", color="#b45f06", ms=7,
                 clip_on=False, zorder=4)  # fmt: skip
-        ax.annotate(f"{rows['test_accuracy'].median():.3f}, off scale", (edge, names.index(variant)), xytext=(dx, 0),
+        ax.annotate(f"{rows['test_accuracy'].median():.3f}, off scale", (edge, names.index(loop)), xytext=(dx, 0),
                     ha=ha, textcoords="offset points", va="center", fontsize=8.5, color="#b45f06")  # fmt: skip
 
 
@@ -200,7 +200,7 @@ def history_series(runs: Sequence[SavedRun]) -> tuple[list[str], dict[tuple[str,
         pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
         for bench in run.benchmarks:
             info = bench["extra_info"]
-            pooled[(info["workload"], info["variant"])] += round_throughputs(bench)
+            pooled[(info["workload"], info["loop"])] += round_throughputs(bench)
         for key, tput in pooled.items():
             if tput:
                 series[key].append((i, statistics.median(tput)))

@@ -28,11 +28,11 @@ from math import comb
 
 import pandas as pd
 
-from tf2bench import envinfo
 from tf2bench.analysis import noise, runs, spread
 from tf2bench.analysis.runs import SavedRun
 from tf2bench.analysis.spread import round_costs  # per round: seconds per sample, or x fit's time (history reads it)
 from tf2bench.errors import BadInputError
+from tf2bench.measure import envinfo
 
 DEFAULT_THRESHOLD_PCT = 10.0
 DEFAULT_TARGET_PCT = 5.0  # the slowdown the repeat hint aims at
@@ -48,7 +48,7 @@ NOT_GATED = {True: "slower, not gated yet", False: "faster, not gated yet"}  # c
 OK = "ok"
 REFERENCE = "reference (fit)"
 
-Key = tuple[str, str, str]  # workload, api, variant
+Key = tuple[str, str, str]  # workload, api, loop
 BY = ("loop", "benchmark")
 POOLED = "*"  # the api of a loop pooled over several model APIs
 
@@ -293,7 +293,7 @@ def _repeats(run: SavedRun) -> int:
     seen: dict[Key, set] = defaultdict(set)
     for bench in run.benchmarks:
         info = bench["extra_info"]
-        seen[(info["workload"], info["api"], info["variant"])].add(info.get("repeat", 0))
+        seen[(info["workload"], info["api"], info["loop"])].add(info.get("repeat", 0))
     return min(len(v) for v in seen.values())
 
 

@@ -5,7 +5,7 @@ initial weights, of its weights at a checkpoint and at the end (``tf2bench.workl
 so the distance between a loop's weights and fit's is estimated from the JSON, as a share of
 fit's own update ``||w - w_fit|| / ||w_fit - w_0||``. Relative to the update, not to ``||w||``:
 the initial weights dominate ``||w||`` early on, and would hide a wrong update behind them.
-Each loop declares the share its arithmetic allows (``Variant.weight_tier``).
+Each loop declares the share its arithmetic allows (``Loop.weight_tier``).
 
 The checkpoint is the first window end at or after CHECK_MIN_STEPS steps, and within
 HORIZON_STEPS. Training amplifies rounding: smoothly (a few percent per step) and in jumps, when

@@ -6,8 +6,8 @@ appeared or vanished; and the shift of the step breakdown (input, host compute, 
 idle/other, collectives, ...). A loop pooled over several benchmarks (its model APIs, repeats, seeds) is the mean
 of its pairs, so its op changes still add up to its step's change.
 
-Per-op times come from ``profile["ops"]`` (tf2bench.opstats.ops_per_step), saved with every profiled result, or
-are read again from the kept trace of a record saved before them (tf2bench.profiling.read_ops: xprof, never
+Per-op times come from ``profile["ops"]`` (tf2bench.measure.opstats.ops_per_step), saved with every profiled result, or
+are read again from the kept trace of a record saved before them (tf2bench.measure.profiling.read_ops: xprof, never
 TensorFlow). Op names are compared as a fresh process would number them (``conv2d_7_1`` in a process that built
 other models before is ``conv2d_1`` when it is the second ``conv2d`` of its model, see opstats.canonical_names), so the
 same layer matches in both runs. Everything returned is plain JSON (bisect saves it beside its probes).
@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tf2bench import opstats, profiling, storage
 from tf2bench.analysis import explain_step as step_
 from tf2bench.analysis import opnames
 from tf2bench.analysis.explain_render import bench_label, html_page, lines, markdown, rerun_hint, rows, write  # noqa: F401
 from tf2bench.errors import Tf2benchError
+from tf2bench.measure import opstats, profiling
+from tf2bench.saved import storage
 
 TOP = 5
 CHANGE_FLOOR_MS = 1e-9  # an op or type that changed by less has not changed: not listed
@@ -73,7 +74,7 @@ def _as_list(infos: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str,
 
 
 def _pair_key(info: dict[str, Any]) -> tuple:
-    return info.get("workload"), info.get("api"), info.get("variant"), info.get("repeat", 0), info.get("seed", 0)
+    return info.get("workload"), info.get("api"), info.get("loop"), info.get("repeat", 0), info.get("seed", 0)
 
 
 def explain(
@@ -87,14 +88,14 @@ def explain(
     """The op-level explanation of one loop between two runs (see the module's docstring); plain JSON.
 
     ``base_info`` / ``new_info``: a benchmark's ``extra_info``, or a list of them (a loop's benchmarks: paired by
-    workload, api, variant, repeat and seed). ``status`` is ``explained`` (from ``benchmarks`` of ``pairs`` pairs,
+    workload, api, loop, repeat and seed). ``status`` is ``explained`` (from ``benchmarks`` of ``pairs`` pairs,
     ``missing`` naming the others) or ``no profile`` (``rerun`` says what to run).
     """
     base, new = _as_list(base_info), _as_list(new_info)
     by_key = {_pair_key(i): i for i in new}
     pairs = [(b, by_key[_pair_key(b)]) for b in base if _pair_key(b) in by_key]
     first = (base or new)[0]
-    loop = f"{first.get('workload', '?')}/{_loop_api(base or new)}/{first.get('variant', '?')}"
+    loop = f"{first.get('workload', '?')}/{_loop_api(base or new)}/{first.get('loop', '?')}"
     out: dict[str, Any] = {"loop": loop, "base": base_label, "new": new_label, "pairs": len(pairs), "missing": []}
     usable = []
     for b, n in pairs:
@@ -228,10 +229,10 @@ def run_label(run: Any) -> str:
     return run.number + (f" (commit {commit}{', uncommitted changes' if run.dirty else ''})" if commit else "")
 
 
-def unit_infos(run: Any, workload: str, api: str, variant: str) -> list[dict[str, Any]]:
+def unit_infos(run: Any, workload: str, api: str, loop: str) -> list[dict[str, Any]]:
     """The records of a compared unit's benchmarks in one run (api "*": a loop pooled over its model APIs)."""
     found = [b["extra_info"] for b in run.benchmarks]
-    return [i for i in found if (i["workload"], i["variant"]) == (workload, variant) and api in ("*", i["api"])]
+    return [i for i in found if (i["workload"], i["loop"]) == (workload, loop) and api in ("*", i["api"])]
 
 
 def for_comparison(result: Any, baseline: Any, current: Any, every: bool = False, top: int = TOP) -> list[dict]:
@@ -242,9 +243,9 @@ def for_comparison(result: Any, baseline: Any, current: Any, every: bool = False
     for r in result.table.itertuples():
         if not (every or r.verdict == "REGRESSION"):
             continue
-        workload, api, variant = str(r.benchmark).split("/")
+        workload, api, loop = str(r.benchmark).split("/")
 
-        pair = [unit_infos(run, workload, api, variant) for run in (baseline, current)]
+        pair = [unit_infos(run, workload, api, loop) for run in (baseline, current)]
         expl = explain(*pair, top=top, base_label=run_label(baseline), new_label=run_label(current))
         expl["loop"] = str(r.benchmark)
         expl.update(verdict=r.verdict, change_pct=float(r.change_pct))

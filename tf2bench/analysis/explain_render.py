@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tf2bench import storage
 from tf2bench.analysis.runs import SavedRun
+from tf2bench.saved import storage
 
 if TYPE_CHECKING:  # render imports pandas and matplotlib: only when files are written
     from tf2bench.analysis.render import Written
@@ -24,7 +24,7 @@ OVERLAP = "ops on parallel threads overlap: their self times can add up to more 
 
 def bench_label(info: dict[str, Any]) -> str:
     extra = "".join(f" {k[0]}{info[k]}" for k in ("repeat", "seed") if info.get(k))
-    return f"{info.get('workload')}/{info.get('api')}/{info.get('variant')}{extra}"
+    return f"{info.get('workload')}/{info.get('api')}/{info.get('loop')}{extra}"
 
 
 def rerun_hint(infos: Sequence[dict[str, Any]], where: str) -> str:
@@ -34,7 +34,7 @@ def rerun_hint(infos: Sequence[dict[str, Any]], where: str) -> str:
     api = f" --api {','.join(apis)}" if apis else ""
     return (
         f"{where}: re-run with `pytest bench --profile --workload {first.get('workload')}{api} "
-        f"--variant {first.get('variant')}` (the CI example profiles every run)"
+        f"--loop {first.get('loop')}` (the CI example profiles every run)"
     )
 
 

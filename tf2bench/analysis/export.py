@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tf2bench import storage
 from tf2bench.errors import EXIT_OK, BadInputError
+from tf2bench.saved import storage
 
 FORMATS = ("github-action-benchmark",)
 
@@ -59,7 +59,7 @@ def entries(run: Any, metric: str = "samples-per-sec") -> tuple[list[dict[str, A
     df = report.build([run])
     out, skipped = [], []
     for r in df.itertuples():
-        name = f"{r.workload}/{r.api}/{r.variant}"
+        name = f"{r.workload}/{r.api}/{r.loop}"
         value = float(getattr(r, spec.column))
         if not math.isfinite(value) or value <= 0:
             skipped.append(name)

@@ -72,7 +72,7 @@ class Step:
 @dataclass
 class Series:
     workload: str
-    variant: str
+    loop: str
     machine: str
     points: list[Point]
     noise: float = math.nan  # sigma of a run's median, log units (the penalty's scale)
@@ -124,15 +124,15 @@ def build(
         costs, unnormalizable = compare.round_costs(run, normalize)  # per round: seconds per sample, or x fit's time
         per_process = spread.process_costs(run, normalize) if spread.tagged(run) else {}
         pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for (workload, _api, variant), cost in costs.items():
-            if not (normalize and variant == "fit"):
-                pooled[(workload, variant)] += cost
-        for (workload, variant), cost in pooled.items():
-            keys = [k for k in per_process if (k[0], k[2]) == (workload, variant)]  # the loop's APIs
+        for (workload, _api, loop), cost in costs.items():
+            if not (normalize and loop == "fit"):
+                pooled[(workload, loop)] += cost
+        for (workload, loop), cost in pooled.items():
+            keys = [k for k in per_process if (k[0], k[2]) == (workload, loop)]  # the loop's APIs
             procs = tuple(-x for x in spread.levels(spread.pool(per_process, keys) or {})) if keys else ()
             if cost:
                 point = Point(run, i, label, -np.log(np.asarray(cost)), procs if len(procs) > 1 else ())
-                groups[(workload, variant, machine)].append(point)
+                groups[(workload, loop, machine)].append(point)
         if unnormalizable:
             notes.append(
                 f"run {label}: no fit to normalise against for {compare.benchmark_names(unnormalizable)} (left out)"

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from tf2bench import storage
 from tf2bench.analysis import history
 from tf2bench.analysis.history import Series
 from tf2bench.analysis.render import Written
 from tf2bench.analysis.runs import SavedRun
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from tf2bench.saved import storage
 
 
 def _fmt(value: float, normalize: bool) -> str:
@@ -32,7 +32,7 @@ TABLE = ["workload", "loop", "machine", "runs", "first_run", "newest_run", "newe
 def table(series: list[Series], normalize: bool) -> pd.DataFrame:
     """One row per workload/loop/machine (history.csv): the newest value, the counted steps, the verdict."""
     rows = [
-        (s.workload, s.variant, s.machine, len(s.points), s.points[0].label, s.points[-1].label,
+        (s.workload, s.loop, s.machine, len(s.points), s.points[0].label, s.points[-1].label,
          _fmt(s.points[-1].value, normalize), round(100 * s.noise, 2), "; ".join(map(str, s.steps)) or "none",
          s.verdict, s.steps[-1].change_pct if s.steps else math.nan, s.steps[-1].p_value if s.steps else math.nan,
          "; ".join(f"{x} {x.why}" for x in s.dropped))
@@ -54,7 +54,7 @@ def step_lines(series: list[Series]) -> list[str]:
     """Every counted step (SLOWDOWN when it starts a series' newest segment), then the proposals that did not count."""
     out = []
     for s in series:
-        name = f"{s.workload}/{s.variant} [{s.machine}]"
+        name = f"{s.workload}/{s.loop} [{s.machine}]"
         out += [f"{'SLOWDOWN' if x is s.slowdown else 'step'}: {name} {x}" for x in s.steps]
         out += [f"not counted ({x.why}): {name} {x}" for x in s.dropped]
     return out
@@ -65,7 +65,7 @@ def series_table(series: list[Series], normalize: bool) -> pd.DataFrame:
     value = "speedup_vs_fit" if normalize else "samples_per_sec"
     columns = ["workload", "loop", "machine", "run", "number", "commit", "date", "rounds", value]
     rows = [
-        (s.workload, s.variant, s.machine, p.run.run_id, p.label, p.run.commit, p.run.datetime, len(p.logs), p.value)
+        (s.workload, s.loop, s.machine, p.run.run_id, p.label, p.run.commit, p.run.datetime, len(p.logs), p.value)
         for s in series
         for p in s.points
     ]
@@ -89,12 +89,12 @@ def chart(series: list[Series], normalize: bool) -> bytes:
     labels = {p.index: p.label for s in series for p in s.points}
     for s in series:
         ax = axes[machines.index(s.machine)][workloads.index(s.workload)]
-        (line,) = ax.plot([p.index for p in s.points], [p.value for p in s.points], marker="o", ms=3, label=s.variant)
+        (line,) = ax.plot([p.index for p in s.points], [p.value for p in s.points], marker="o", ms=3, label=s.loop)
         for step in s.steps:
             x = (s.points[step.at - 1].index + s.points[step.at].index) / 2
             ax.axvline(x, color=line.get_color(), ls="--", lw=1)
             ax.annotate(
-                f"{s.variant} {step.change_pct:+.0f}%", (x, s.points[step.at].value), fontsize=7,
+                f"{s.loop} {step.change_pct:+.0f}%", (x, s.points[step.at].value), fontsize=7,
                 color=line.get_color(), rotation=90, va="bottom",
             )  # fmt: skip
     for r, machine in enumerate(machines):

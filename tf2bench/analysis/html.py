@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 
-from tf2bench import gpuinfo
 from tf2bench.analysis.report import (
     DIFFERS,
     EQUIVALENT,
@@ -28,6 +27,7 @@ from tf2bench.analysis.report import (
     REFERENCE,
 )
 from tf2bench.analysis.runs import SavedRun
+from tf2bench.measure import gpuinfo
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 VERDICT_CLASS = {
@@ -109,13 +109,13 @@ def data_uri(png: bytes) -> str:
 
 def styled(table: pd.DataFrame, df: pd.DataFrame, runs: Sequence[SavedRun]) -> str:
     """The summary table with a trace column, through pandas' Styler: verdicts and noisy figures as CSS classes."""
-    first = [c for c in ("run", "workload", "api", "variant", "verdict", "vs fit", "samples/s") if c in table]
+    first = [c for c in ("run", "workload", "api", "loop", "verdict", "vs fit", "samples/s") if c in table]
     table = table[first + [c for c in table if c not in first]].assign(trace=traces(df, runs)).reset_index(drop=True)
     classes = pd.DataFrame("", index=table.index, columns=table.columns)
     classes["verdict"] = ["verdict " + VERDICT_CLASS.get(v, "v-warn") for v in df["verdict"]]
     classes["CV"] = ["noisy" if n else "" for n in df["noisy"]]
     classes["trace"] = ["trace none" if t == NO_TRACE else "trace" for t in table["trace"]]
-    for name in ("workload", "api", "variant", *(["run"] if "run" in table else [])):
+    for name in ("workload", "api", "loop", *(["run"] if "run" in table else [])):
         classes[name] = "key"
     styler = table.style.hide(axis="index").set_td_classes(classes).format(escape="html")
     text = [i for i, c in enumerate(table.columns) if c in (*first[:-2], "trace")]  # left-aligned headers
@@ -130,11 +130,11 @@ def traces(df: pd.DataFrame, runs: Sequence[SavedRun]) -> list[str]:
         for bench in run.benchmarks:
             info = bench["extra_info"]
             if isinstance(info.get("profile"), dict) and info["profile"].get("trace_dir"):
-                key = (run.run_id, info["workload"], info["api"], info["variant"])
+                key = (run.run_id, info["workload"], info["api"], info["loop"])
                 found.setdefault(key, []).append(info["profile"])
     out = []
     for r in df.itertuples():
-        profiles = found.get((r.run, r.workload, r.api, r.variant), [])
+        profiles = found.get((r.run, r.workload, r.api, r.loop), [])
         dirs = list(dict.fromkeys(Path(p["trace_dir"]) for p in profiles if "error" not in p or p.get("trace_path")))
         errors = [f"trace failed: {p['error']}" for p in profiles if "error" in p]
         if len(dirs) == 1:

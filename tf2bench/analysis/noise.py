@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-Key = tuple[str, str, str]  # workload, api, variant
+Key = tuple[str, str, str]  # workload, api, loop
 
 MIN_RUNS = 3  # earlier runs needed for a run-to-run estimate (two successive differences)
 PRIOR_DF = 4.0  # pseudo-runs of the workload's pooled variance a loop's own estimate is shrunk towards

@@ -1,6 +1,6 @@
 """Op names compared across runs: one model scope for a loop pooled over its model APIs.
 
-Each record saves every op's name renumbered as a fresh process would number it (tf2bench.opstats.canonical_names:
+Each record saves every op's name renumbered as a fresh process would number it (measure.opstats.canonical_names:
 the same layer is ``conv2d_1`` in every run); a loop pooled over APIs still has each API's model name in front.
 """
 

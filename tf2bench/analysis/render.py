@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-from tf2bench import gpuinfo, storage
 from tf2bench.analysis import html
 from tf2bench.analysis.charts import charts, png  # noqa: F401  (png: history's charts use it too)
 from tf2bench.analysis.report import (
@@ -29,8 +28,10 @@ from tf2bench.analysis.report import (
 )
 from tf2bench.analysis.runs import SavedRun
 from tf2bench.errors import BadInputError
-from tf2bench.storage import atomic_write
-from tf2bench.timing import NOISY_CV  # stdlib-only module: no TensorFlow import
+from tf2bench.measure import gpuinfo
+from tf2bench.measure.timing import NOISY_CV  # stdlib-only module: no TensorFlow import
+from tf2bench.saved import storage
+from tf2bench.saved.storage import atomic_write
 
 DEFAULT_OUT = storage.REPORTS
 
@@ -40,7 +41,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     cols: dict[str, list[str]] = {}
     if df["run"].nunique() > 1:
         cols["run"] = [r[:4] for r in df["run"]]
-    for key in ("workload", "api", "variant"):
+    for key in ("workload", "api", "loop"):
         cols[key] = list(df[key])
     cols["samples/s"] = [f"{v:,.0f}" for v in df["samples_per_sec"]]
     cols["CV"] = [f"{100 * v:.1f}%" + (" NOISY" if n else "") for v, n in zip(df["cv"], df["noisy"], strict=True)]
@@ -94,12 +95,12 @@ def fastest_equivalent(df: pd.DataFrame) -> list[str]:
         ok = grp[grp["verdict"] == EQUIVALENT]
         if ok.empty:
             continue
-        by_loop = ok.groupby("variant", sort=False)
+        by_loop = ok.groupby("loop", sort=False)
         speed = by_loop["speedup_vs_fit"].median().dropna()
         if speed.empty:
             continue
         best = speed.idxmax()
-        rows = ok[ok["variant"] == best]
+        rows = ok[ok["loop"] == best]
         dist = rows["weight_distance"].max()
         why = str(rows["weights_note"].iloc[0]).removeprefix("weight tier not applied: ")
         basis = (
@@ -136,13 +137,13 @@ def notes(df: pd.DataFrame, runs: Sequence[SavedRun] = ()) -> list[str]:
     several = df["run"].nunique() > 1
     fallbacks = {}
     for r in df[df["weights_note"].str.startswith("weight tier not applied")].itertuples():
-        fallbacks.setdefault((r.variant, r.weights_note), []).append(f"{r.workload}/{r.api}")
-    for (variant, why), where in fallbacks.items():
-        out.append(f"{variant} ({', '.join(where)}): {why}.")
+        fallbacks.setdefault((r.loop, r.weights_note), []).append(f"{r.workload}/{r.api}")
+    for (loop, why), where in fallbacks.items():
+        out.append(f"{loop} ({', '.join(where)}): {why}.")
     for r in df[df["verdict"] == NOT_COMPARABLE].itertuples():
-        out.append(f"{r.workload}/{r.api} {r.variant}: {r.verdict_note}.")
+        out.append(f"{r.workload}/{r.api} {r.loop}: {r.verdict_note}.")
     for r in df[df["verdict"] == EXPECTED].itertuples():
-        out.append(f"{r.workload}/{r.api} {r.variant}{f' [run {r.run[:4]}]' if several else ''}: {r.verdict_note}.")
+        out.append(f"{r.workload}/{r.api} {r.loop}{f' [run {r.run[:4]}]' if several else ''}: {r.verdict_note}.")
     for (workload, dataset), grp in df.groupby(["workload", "dataset"], sort=False):
         note = grp["dataset_note"].iloc[0]
         out.append(f"data for {workload}: {dataset}" + (f" — {note}" if note else ""))

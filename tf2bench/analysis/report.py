@@ -1,6 +1,6 @@
 """Saved runs -> one pandas table: throughput, speed-up vs fit, and the two-tier verdict against fit.
 
-A row is one run x workload x api x variant. Repeats and seeds of the same case are
+A row is one run x workload x api x loop. Repeats and seeds of the same case are
 pooled: throughput is the median over all their rounds (so drift between repeats shows
 up in the CV instead of hiding in a mean of medians) and accuracy is the mean over
 seeds. Speed-ups are only ever taken against ``fit`` of the same run, where both ran
@@ -19,12 +19,12 @@ import pandas as pd
 from tf2bench.analysis import equivalence
 from tf2bench.analysis.runs import SavedRun, round_seconds, round_throughputs
 from tf2bench.errors import BadInputError
-from tf2bench.timing import NOISY_CV, percentile  # stdlib-only module: no TensorFlow import
+from tf2bench.measure.timing import NOISY_CV, percentile  # stdlib-only module: no TensorFlow import
 
 DEFAULT_TOLERANCE_PP = equivalence.DEFAULT_MARGIN_PP  # the quality tier's practical margin (--tolerance)
 EXPECTED_FAILURES = {"tutorial": "expected: the tutorial's loop trains on 1/32 of the samples"}
-KEYS = ["run", "workload", "api", "variant"]
-NO_FAILURES = "no unexpected accuracy failure: every variant is equivalent to fit, or an expected failure"
+KEYS = ["run", "workload", "api", "loop"]
+NO_FAILURES = "no unexpected accuracy failure: every loop is equivalent to fit, or an expected failure"
 
 # Verdicts (the `verdict` column).
 REFERENCE, EQUIVALENT, DIFFERS, EXPECTED, NO_FIT = "reference", "equivalent", "DIFFERS", "expected failure", "no fit"
@@ -49,7 +49,7 @@ def benchmark_rows(runs: Sequence[SavedRun]) -> pd.DataFrame:
                     "run": run.run_id,
                     "workload": info["workload"],
                     "api": info["api"],
-                    "variant": info["variant"],
+                    "loop": info["loop"],
                     "seed": info.get("seed", 0),
                     "repeat": info.get("repeat", 0),
                     "round_tput": round_throughputs(bench),
@@ -167,7 +167,7 @@ def build(
     raw = benchmark_rows(runs)
     groups = raw.groupby(KEYS, sort=False)  # rows in the suite's order (first appearance)
     df = pd.DataFrame([{**dict(zip(KEYS, key, strict=True)), **_pool(grp)} for key, grp in groups])
-    fit = df[df["variant"] == "fit"].set_index(["run", "workload", "api"])
+    fit = df[df["loop"] == "fit"].set_index(["run", "workload", "api"])
     idx = pd.MultiIndex.from_frame(df[["run", "workload", "api"]])
     fit_tput = fit["samples_per_sec"].reindex(idx).to_numpy()
     fit_acc = fit["test_accuracy"].reindex(idx).to_numpy()
@@ -194,8 +194,7 @@ def build(
             floor = 300.0 * math.sqrt(2 * fit_acc[i] * (1 - fit_acc[i]) / r.paired_samples)
             df.loc[df.index[i], "tolerance_pp"] = max(r.tolerance_pp, floor)
     df["quality_verdict"] = [
-        NOT_JUDGED if r.variant == "fit" or math.isnan(r.acc_diff_pp) else _quality(r, alpha)[0]
-        for r in df.itertuples()
+        NOT_JUDGED if r.loop == "fit" or math.isnan(r.acc_diff_pp) else _quality(r, alpha)[0] for r in df.itertuples()
     ]
     verdicts = [_verdict(r, alpha) for r in df.itertuples()]
     df["verdict"] = [v for v, _ in verdicts]
@@ -214,7 +213,7 @@ def _tiers(row: Any, fit: Any, alpha: float) -> dict[str, Any]:
         "mcnemar_p": math.nan,
         "paired_samples": 0,
     }
-    if fit is None or row.variant == "fit":
+    if fit is None or row.loop == "fit":
         return out
     tier = row.weight_tier or {}
     seeds = sorted(set(row.seed_weights) & set(fit.seed_weights) & set(fit.seed_init_weights))
@@ -267,7 +266,7 @@ def _quality(row: Any, alpha: float) -> tuple[str, str]:
 
 
 def _verdict(row: Any, alpha: float) -> tuple[str, str]:
-    if row.variant == "fit":
+    if row.loop == "fit":
         return REFERENCE, ""
     if math.isnan(row.acc_diff_pp):
         return NO_FIT, "no fit benchmark of this workload and api in the run"
@@ -285,8 +284,8 @@ def _verdict(row: Any, alpha: float) -> tuple[str, str]:
     notes = [] if row.weights_verdict == SAME_MATH else [row.weights_note]
     if not failed:
         return EQUIVALENT, "; ".join(n for n in [*notes, how] if n)
-    if row.variant in EXPECTED_FAILURES:
-        return EXPECTED, f"{'; '.join(failed)}; {EXPECTED_FAILURES[row.variant]}"
+    if row.loop in EXPECTED_FAILURES:
+        return EXPECTED, f"{'; '.join(failed)}; {EXPECTED_FAILURES[row.loop]}"
     return DIFFERS, "; ".join(failed)
 
 
@@ -297,10 +296,10 @@ def failed_tiers(row: Any) -> str:
 
 
 def failures(df: pd.DataFrame) -> list[str]:
-    """One line per unexpected failure: which variant, where, which tier, by how much."""
+    """One line per unexpected failure: which loop, where, which tier, by how much."""
     bad = df[df["verdict"] == DIFFERS]
     return [
-        f"{r.variant} is not equivalent to fit on {r.workload}/{r.api}: accuracy {r.test_accuracy:.4f} vs "
+        f"{r.loop} is not equivalent to fit on {r.workload}/{r.api}: accuracy {r.test_accuracy:.4f} vs "
         f"{r.test_accuracy - r.acc_diff_pp / 100:.4f}; {r.verdict_note} [run {r.run}]"
         for r in bad.itertuples()
     ]

@@ -1,7 +1,7 @@
 """Saved suite runs: find them (paths, globs, run numbers, newest) and read them, checked.
 
 pytest-benchmark writes one JSON file per run; the suite puts its record into each
-benchmark's ``extra_info`` (tf2bench.runner.BenchmarkRun.result). report and compare
+benchmark's ``extra_info`` (tf2bench.suite.runner.BenchmarkRun.result). report and compare
 both start here, so a bad file is diagnosed the same way everywhere: one line that
 names the file and says what is wrong with it. No TensorFlow import: reading results
 must stay cheap and work on machines without it.
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tf2bench import record, storage
 from tf2bench.errors import EXIT_MISSING_BASELINE, BadInputError
+from tf2bench.saved import record, storage
 
 DEFAULT_STORAGE = storage.BENCHMARKS
 
@@ -142,7 +142,9 @@ def load(path: Path, require_round_data: bool = False) -> SavedRun:
     for bench in doc["benchmarks"]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None
         name = bench.get("name", "?") if isinstance(bench, dict) else "?"
-        if not isinstance(info, dict) or not all(k in info for k in ("workload", "api", "variant")):
+        if isinstance(info, dict):
+            record.upgrade(info)
+        if not isinstance(info, dict) or not all(k in info for k in ("workload", "api", "loop")):
             raise RunFileError(
                 path, f"benchmark {name!r} has no tf2bench record in extra_info: not saved by `pytest bench`?"
             )
@@ -233,7 +235,7 @@ def setting_notes(baseline: SavedRun, current: SavedRun, normalize: bool) -> lis
             info = bench["extra_info"]
             ds = info.get("dataset") or {}
             dev = info.get("device") or {}
-            out[(info["workload"], info["api"], info["variant"])] = {
+            out[(info["workload"], info["api"], info["loop"])] = {
                 "batch size": info.get("batch_size"),
                 "steps per round": info.get("steps"),  # calibrated: the same on one machine unless its speed halved
                 "data": f"{ds.get('source')} {ds.get('train_size')}",

@@ -1,4 +1,4 @@
-"""The between-process spread of runs saved with ``--processes N`` (tf2bench.processes), for compare and history.
+"""The between-process spread of runs saved with ``--processes N`` (tf2bench.suite.processes), for compare and history.
 
 Such a run tags every round with its worker process (``rounds_process``). Its level for a loop is the mean over its
 processes of each process's level (the log median time per sample of that process's rounds, the model APIs pooled
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from tf2bench.analysis.noise import RunNoise
 from tf2bench.analysis.runs import SavedRun, round_seconds
 
-Key = tuple[str, str, str]  # workload, api (or compare's pooled "*"), variant
+Key = tuple[str, str, str]  # workload, api (or compare's pooled "*"), loop
 PerProcess = dict[int, list[float]]  # process -> its rounds' costs
 MIN_DF = 2  # between-process degrees of freedom that gate on their own: one run of 3 processes
 
@@ -49,7 +49,7 @@ def process_costs(run: SavedRun, normalize: bool) -> dict[Key, PerProcess]:
         tags = info.get("rounds_process") or []
         tags = tags if len(tags) == len(seconds) else [0] * len(seconds)  # a run of one process: process 0
         samples = float(info["steps"]) * float(info["samples_per_step"])
-        key = (info["workload"], info["api"], info["variant"])
+        key = (info["workload"], info["api"], info["loop"])
         rep = (info.get("repeat", 0), info.get("seed", 0))
         rounds[key] += [(*rep, p, samples / s) for p, s in zip(tags, seconds, strict=True) if s > 0]
     fit: dict[tuple, list[float]] = defaultdict(list)
@@ -73,7 +73,7 @@ def round_costs(run: SavedRun, normalize: bool) -> tuple[dict[Key, list[float]],
     seconds per sample; normalised: fit's median throughput (same run, repeat, seed, workload, api, process) / the
     round's throughput, i.e. how many times fit's time it took. Also the benchmarks without a fit to normalise by."""
     per = process_costs(run, normalize)
-    keys = dict.fromkeys((b["extra_info"]["workload"], b["extra_info"]["api"], b["extra_info"]["variant"])
+    keys = dict.fromkeys((b["extra_info"]["workload"], b["extra_info"]["api"], b["extra_info"]["loop"])
                          for b in run.benchmarks)  # fmt: skip
     costs = {k: [x for p in sorted(per[k]) for x in per[k][p]] for k in keys if k in per}
     return costs, [k for k in keys if k not in per and normalize]

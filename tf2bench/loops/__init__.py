@@ -2,17 +2,17 @@
 the order a suite runs them and reports show them (fit first: every speed-up and verdict is against it)."""
 
 from tf2bench.loops.base import (
-    VARIANTS,
+    LOOPS,
     BatchPlan,
+    Loop,
     RunConfig,
     TrainContext,
-    Variant,
     WindowResult,
     compile_step,
-    get_variant,
+    get_loop,
     loss_scale_record,
     loss_scaled,
-    register_variant,
+    register_loop,
     train_step,
 )
 from tf2bench.loops.compiled import GraphLoop, GraphXla, TfData, TfFunction, Xla
@@ -25,19 +25,19 @@ for _loop in (
     Fit, Eager, Tutorial, TfFunction, TfData, FitXla, FitSpe, Xla, GraphLoop, GraphXla, Mixed, GraphMixed,
     Mirrored, FitMirrored, MultiWorker,
 ):  # fmt: skip
-    register_variant(_loop)
+    register_loop(_loop)
 
 __all__ = [
-    "VARIANTS",
+    "LOOPS",
     "BatchPlan",
     "RunConfig",
     "TrainContext",
-    "Variant",
+    "Loop",
     "WindowResult",
     "compile_step",
-    "get_variant",
+    "get_loop",
     "loss_scale_record",
     "loss_scaled",
-    "register_variant",
+    "register_loop",
     "train_step",
 ]

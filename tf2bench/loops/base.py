@@ -1,4 +1,4 @@
-"""What every training loop shares: the run config, the batch plan, the one train step, the Variant base, the registry.
+"""What every training loop shares: the run config, the batch plan, the one train step, the Loop base, the registry.
 
 Every loop trains the same model (same seeded weights) with the same optimizer
 settings on the same batches in the same order (``BatchPlan``); only the way the
@@ -26,8 +26,8 @@ import numpy as np
 from tf2bench import nest
 from tf2bench.analysis import equivalence
 from tf2bench.errors import BadInputError, check_positive_int
+from tf2bench.measure.timing import Stopwatch
 from tf2bench.registry import Registry
-from tf2bench.timing import Stopwatch
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class RunConfig:
 
 
 class BatchPlan:
-    """The batch order every variant follows: a seeded permutation per epoch, no remainder."""
+    """The batch order every loop follows: a seeded permutation per epoch, no remainder."""
 
     def __init__(self, n_samples: int, batch_size: int, seed: int) -> None:
         if n_samples < batch_size:
@@ -154,7 +154,7 @@ def compile_step(model: Any, optimizer: Any, loss_fn: Any, *, jit_compile: bool)
 
 @dataclass
 class TrainContext:
-    """What a loop trains: built by the runner, identical for every variant of a case."""
+    """What a loop trains: built by the runner, identical for every loop of a case."""
 
     model: Any
     optimizer: Any
@@ -176,12 +176,12 @@ class WindowResult:
     setup_s: float = 0.0  # fixed per-call cost outside the window (fit's data adapter)
 
 
-class Variant(ABC):
+class Loop(ABC):
     """A way of writing the training loop."""
 
     name: ClassVar[str]
     description: ClassVar[str]
-    opt_in: ClassVar[bool] = False  # True: only run when named (--variant), never in the default "all" selection
+    opt_in: ClassVar[bool] = False  # True: only run when named (--loop), never in the default "all" selection
 
     @classmethod
     def global_batch_size(cls, config: RunConfig) -> int:
@@ -280,11 +280,11 @@ class Variant(ABC):
         return nest.take(self.ctx.x, idx), self.ctx.y[idx]
 
 
-VARIANTS: Registry[type[Variant]] = Registry("variant")
+LOOPS: Registry[type[Loop]] = Registry("loop")
 
 
-def register_variant(cls: type[Variant]) -> type[Variant]:
-    VARIANTS.register(cls.name, cls)
+def register_loop(cls: type[Loop]) -> type[Loop]:
+    LOOPS.register(cls.name, cls)
     return cls
 
 
@@ -322,5 +322,5 @@ def iterate_steps(loop: Any, start: int, steps: int) -> Any:
     return loss
 
 
-def get_variant(name: str) -> type[Variant]:
-    return VARIANTS.get(name)
+def get_loop(name: str) -> type[Loop]:
+    return LOOPS.get(name)

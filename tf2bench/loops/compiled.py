@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tf2bench import nest
-from tf2bench.loops.base import Variant, WindowResult, compile_step, iterate_steps, loss_value, make_dataset, train_step
+from tf2bench.loops.base import Loop, WindowResult, compile_step, iterate_steps, loss_value, make_dataset, train_step
 
 
-class _CompiledStep(Variant):
+class _CompiledStep(Loop):
     jit_compile: ClassVar[bool | None] = None  # None: RunConfig.jit_compile
 
     def jit(self) -> bool:
@@ -122,7 +122,7 @@ class GraphLoop(TfData):
 
     def train_steps_per_marked_step(self, steps: int) -> int:
         """Train steps in one marked step of a ``steps``-step profile window (the unrolled block's length)."""
-        from tf2bench.profiling import unrolled_block
+        from tf2bench.measure.profiling import unrolled_block
 
         return unrolled_block(steps)
 
@@ -150,7 +150,7 @@ class GraphLoop(TfData):
         The block is traced before any marker and its first call (graph optimisation, kernel set-up) is
         left unmarked (``profiling.unrolled_blocks``), so marked steps time only training.
         """
-        from tf2bench.profiling import unrolled_blocks
+        from tf2bench.measure.profiling import unrolled_blocks
 
         if start != self.position:
             raise RuntimeError(f"{self.name} runs its steps in order: expected step {self.position}, got {start}")

@@ -22,7 +22,7 @@ record keeps their median (see ``_Distributed.info``).
 
 Devices: the visible GPUs, or N logical CPU devices made by :func:`configure_devices`
 (``--devices N``) before TensorFlow initialises its runtime. The loops are opt-in: the
-suite's default ("all") selection leaves them out; name them with ``--variant``.
+suite's default ("all") selection leaves them out; name them with ``--loop``.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import statistics
 from typing import Any, ClassVar
 
 from tf2bench.errors import BadInputError, Tf2benchError, UnsupportedError, check_positive_int
-from tf2bench.loops.base import BatchPlan, TrainContext, Variant, WindowResult, iterate_steps, make_dataset, train_step
+from tf2bench.loops.base import BatchPlan, Loop, TrainContext, WindowResult, iterate_steps, make_dataset, train_step
 from tf2bench.loops.fit import Fit
-from tf2bench.timing import Stopwatch
+from tf2bench.measure.timing import Stopwatch
 
 _REQUESTED_DEVICES: int | None = None  # set by configure_devices
-_WORKER_STRATEGY: Any = None  # a MultiWorkerMirroredStrategy, set by tf2bench.multiworker inside a worker
+_WORKER_STRATEGY: Any = None  # a MultiWorkerMirroredStrategy, set by tf2bench.multiworker.launch inside a worker
 
 
 class DevicesTooLateError(Tf2benchError):
@@ -113,7 +113,7 @@ def split_batch(batch_size: int, replicas: int, scaling: str) -> tuple[int, int]
 
 
 def set_worker_strategy(strategy: Any) -> None:
-    """Called by a worker process (tf2bench.multiworker) before any other TensorFlow work."""
+    """Called by a worker process (tf2bench.multiworker.launch) before any other TensorFlow work."""
     global _WORKER_STRATEGY
     _WORKER_STRATEGY = strategy
 
@@ -151,7 +151,7 @@ def replicate(ctx: TrainContext, strategy: Any) -> tuple[Any, Any]:
     return model, optimizer
 
 
-class _Distributed(Variant):
+class _Distributed(Loop):
     """A loop run under a strategy, with an interleaved 1-replica twin for scaling efficiency."""
 
     opt_in = True
@@ -254,12 +254,12 @@ class _Distributed(Variant):
         return out
 
 
-def is_distributed(variant: type[Variant]) -> bool:
+def is_distributed(loop: type[Loop]) -> bool:
     """True for the loops that train under a strategy (and so split or multiply the batch)."""
-    return issubclass(variant, _Distributed)
+    return issubclass(loop, _Distributed)
 
 
-class _StrategyStep(Variant):
+class _StrategyStep(Loop):
     """The shared train step run by ``strategy.run`` on a distributed tf.data pipeline of the planned batches."""
 
     strategy: Any

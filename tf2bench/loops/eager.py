@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from tf2bench import nest
-from tf2bench.loops.base import Variant, WindowResult, loss_value, train_step
+from tf2bench.loops.base import Loop, WindowResult, loss_value, train_step
 
 
-class Eager(Variant):
+class Eager(Loop):
     name = "eager"
     description = "the tutorial's eager loop, fixed: Python walks every sample, numpy builds each batch"
 
@@ -28,7 +28,7 @@ class Eager(Variant):
         return WindowResult(seconds, loss_value(loss))
 
 
-class Tutorial(Variant):
+class Tutorial(Loop):
     name = "tutorial"
     description = "the tutorial's eager loop verbatim, defect included: one sample per step, every 32nd sample"
 

@@ -1,14 +1,14 @@
-"""``fit`` and its variants: Keras's own training loop, timed with epoch hooks only."""
+"""``fit`` and its loops: Keras's own training loop, timed with epoch hooks only."""
 
 from __future__ import annotations
 
 import time
 from typing import Any, ClassVar
 
-from tf2bench.loops.base import Variant, WindowResult
+from tf2bench.loops.base import Loop, WindowResult
 
 
-class Fit(Variant):
+class Fit(Loop):
     name = "fit"
     description = "model.compile + model.fit on the window's arrays (shuffle=False), jit_compile explicit"
     jit_compile: ClassVar[bool | None] = None  # None: RunConfig.jit_compile
@@ -87,7 +87,7 @@ class FitSpe(Fit):
 
     def train_steps_per_marked_step(self, steps: int) -> int:
         """Train steps in one marked step (one execution) of a ``steps``-step profile window."""
-        from tf2bench.profiling import unrolled_block
+        from tf2bench.measure.profiling import unrolled_block
 
         return unrolled_block(steps)
 
@@ -102,7 +102,7 @@ class FitSpe(Fit):
         """
         import tensorflow as tf
 
-        from tf2bench.profiling import unrolled_blocks
+        from tf2bench.measure.profiling import unrolled_blocks
 
         model = self.ctx.model
         n = self.train_steps_per_marked_step(steps)

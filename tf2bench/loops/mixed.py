@@ -4,7 +4,7 @@ float16 on a GPU, bfloat16 on a CPU).
 
 float16 runs on a CPU too (TensorFlow has float16 CPU kernels, ~3x slower than float32 here), so the GPU's path
 (a ``mixed_float16`` model, ``LossScaleOptimizer``, non-finite steps skipped) executes in the tests on any machine.
-The loss scaling itself is the runner's (tf2bench.runner.loss_scaled): every loop that builds its own step gets a
+The loss scaling itself is the runner's (tf2bench.suite.runner.loss_scaled): every loop that builds its own step gets a
 ``LossScaleOptimizer`` for a float16 model, and ``fit`` compiles with ``auto_scale_loss=True``."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Mixed(_MixedPrecision, TfData):
 class GraphMixed(_MixedPrecision, GraphLoop):
     name = "graph_mixed"
     description = "graph_loop with the mixed-precision model: Python out of the step and bf16 (fp16 on a GPU) compute"
-    opt_in = True  # two techniques stacked: run it by name (--variant graph_mixed)
+    opt_in = True  # two techniques stacked: run it by name (--loop graph_mixed)
 
 
 def check_policy_supported(name: str) -> None:

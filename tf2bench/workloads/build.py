@@ -17,7 +17,7 @@ from tf2bench.workloads.workload import Workload
 def build(workload: Workload, api: str, seed: int, sample: Any = None) -> Any:
     """A fresh model whose initial weights depend only on ``(workload, seed)``.
 
-    The seed is set right before the builder runs, so every variant of one case
+    The seed is set right before the builder runs, so every loop of one case
     starts from the same weights; ``weights_fingerprint`` lets results prove it.
     """
     import keras
@@ -35,7 +35,7 @@ def build(workload: Workload, api: str, seed: int, sample: Any = None) -> Any:
     if getattr(model, "compiled", False) or getattr(model, "optimizer", None) is not None:
         raise BadInputError(
             f"workload {workload.name!r}: model builder for {api!r} returned a compiled model; "
-            "return it uncompiled (tf2bench compiles it for the fit variants)"
+            "return it uncompiled (tf2bench compiles it for the fit loops)"
         )
     if not model.built or not model.weights:  # e.g. a subclassed model: calling it creates the weights
         if sample is None and workload.input_shape is not None:

@@ -1,6 +1,6 @@
 """One benchmark: build, warm up, timed windows, evaluate, and the result record.
 
-The runner owns everything around the loop (Orbit's split): the variant only
+The runner owns everything around the loop (Orbit's split): the loop only
 trains steps. Evaluation and fingerprints happen outside the timed windows, and so
 does the optional profile window (after the timed rounds, before evaluation).
 """
@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from tf2bench import envinfo, memory, nest, peak, profiling, record, timing
+from tf2bench import nest
 from tf2bench.analysis import equivalence
 from tf2bench.errors import BadInputError, DivergedError, NoisyMeasurementWarning, reason
-from tf2bench.loops import BatchPlan, RunConfig, TrainContext, WindowResult, get_variant, loss_scale_record, loss_scaled
-from tf2bench.timing import noisy_message, window_stats
+from tf2bench.loops import BatchPlan, RunConfig, TrainContext, WindowResult, get_loop, loss_scale_record, loss_scaled
+from tf2bench.measure import envinfo, memory, peak, profiling, timing
+from tf2bench.measure.timing import noisy_message, window_stats
+from tf2bench.saved import record
 from tf2bench.workloads import Workload, build
 from tf2bench.workloads.data import Dataset
 
@@ -54,25 +56,25 @@ def check_fit(workload: Workload, api: str, model: Any, loss_fn: Any, x: Any, y:
 
 
 class BenchmarkRun:
-    """Trains one (workload, api, variant) case; call warmup(), window() × rounds, [profile()], result()."""
+    """Trains one (workload, api, loop) case; call warmup(), window() × rounds, [profile()], result()."""
 
     def __init__(
         self,
         workload: Workload,
         api: str,
-        variant: str,
+        loop: str,
         dataset: Dataset,
         config: RunConfig,
         windows: Windows | None = None,
     ) -> None:
         self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
         self.sizing = windows or Windows(source="epochs" if config.epochs else "option")
-        self.case_id = f"{workload.name}-{api}-{variant}-s{config.seed}"
-        variant_cls = get_variant(variant)  # unknown names fail before any work
+        self.case_id = f"{workload.name}-{api}-{loop}-s{config.seed}"
+        loop_cls = get_loop(loop)  # unknown names fail before any work
         sample = nest.take(dataset.x_train, slice(0, 2))
 
         def build_model() -> Any:
-            with variant_cls.model_scope(config):  # e.g. a mixed-precision policy, restored on leaving
+            with loop_cls.model_scope(config):  # e.g. a mixed-precision policy, restored on leaving
                 return build.build(workload, api, config.seed, sample)
 
         self.model = build_model()
@@ -83,7 +85,7 @@ class BenchmarkRun:
         check_fit(workload, api, self.model, self.loss_fn, sample, dataset.y_train[:2])
         optimizer = loss_scaled(workload.make_optimizer(), self.model)  # a float16 model's loss is scaled
         optimizer.build(self.model.trainable_variables)
-        self.plan = BatchPlan(len(dataset.y_train), variant_cls.global_batch_size(config), config.seed)
+        self.plan = BatchPlan(len(dataset.y_train), loop_cls.global_batch_size(config), config.seed)
         self.steps_per_window = self.plan.steps_per_epoch if config.epochs else config.steps
         self.rounds = self.rounds_planned = config.epochs or config.rounds
         self.rounds_reason: str | None = None
@@ -109,9 +111,9 @@ class BenchmarkRun:
             + config.profile_steps,
             build_model=build_model,
         )
-        self.variant = variant_cls(ctx)
+        self.loop = loop_cls(ctx)
         t0 = time.perf_counter()
-        self.variant.setup()
+        self.loop.setup()
         self.setup_build_s = time.perf_counter() - t0
         self.model = ctx.model  # a distributed loop rebuilds the model under its strategy (same weights)
         self.position = 0
@@ -123,11 +125,11 @@ class BenchmarkRun:
 
     def _run(self, steps: int, *, marked: bool = False) -> WindowResult:
         start = self.position
-        result = (self.variant.profile if marked else self.variant.run)(start, steps)
+        result = (self.loop.profile if marked else self.loop.run)(start, steps)
         self.position += steps
         if not math.isfinite(result.loss):
             raise DivergedError(
-                f"{self.variant.name}: loss became {result.loss} within steps {start}..{start + steps - 1}"
+                f"{self.loop.name}: loss became {result.loss} within steps {start}..{start + steps - 1}"
             )
         # The weights the weight tier judges: the first window end with enough steps for a defect to show, early
         # enough that rounding has not been amplified (analysis/equivalence.py). Untimed: the window's clock stopped.
@@ -174,7 +176,7 @@ class BenchmarkRun:
     def profile(self, logdir: Path) -> dict[str, Any]:
         """Train ``config.profile_steps`` more steps under the profiler, untimed; returns the trace summary.
 
-        Runs once, after every timed round: each variant trains these steps at the same point, traced
+        Runs once, after every timed round: each loop trains these steps at the same point, traced
         or not, so batch order and weights stay comparable. A trace that cannot be had is recorded as
         ``{"error": ...}``; the benchmark keeps its results.
         """
@@ -188,7 +190,7 @@ class BenchmarkRun:
         self.memory.pause()
         start = self.position
         # loops whose window runs as a while_loop profile it in marked blocks of several train steps
-        per_marked = getattr(self.variant, "train_steps_per_marked_step", lambda _steps: 1)(steps)
+        per_marked = getattr(self.loop, "train_steps_per_marked_step", lambda _steps: 1)(steps)
         _, summary = profiling.profile_window(Path(logdir), lambda: self._run(steps, marked=True), per_marked, steps)
         self.profile_summary = {"steps": steps, "first_step": start, **summary}
         return self.profile_summary
@@ -199,7 +201,7 @@ class BenchmarkRun:
             raise RuntimeError("result() before warmup() and at least one window()")
         memory_record = self.memory.record()  # read before evaluation and the matmul peak allocate their own
         n = self.steps_per_window
-        samples = self.variant.samples_per_step
+        samples = self.loop.samples_per_step
         stats = window_stats([w.seconds for w in self.windows], [n] * len(self.windows), samples)
         if self.evaluation is None:
             self._evaluate()
@@ -212,8 +214,8 @@ class BenchmarkRun:
             {
                 "workload": self.workload.name,
                 "api": self.api,
-                "variant": self.variant.name,
-                "variant_description": self.variant.description,
+                "loop": self.loop.name,
+                "loop_description": self.loop.description,
                 "dataset": dict(self.dataset.provenance),
                 "batch_size": self.config.batch_size,
                 "samples_per_step": samples,
@@ -236,7 +238,7 @@ class BenchmarkRun:
                 "setup_s": statistics.median(setups),
                 "build_s": self.setup_build_s,
                 "epoch_s": stats.window_s_median if self.config.epochs else None,
-                "traces": self.variant.trace_count(),
+                "traces": self.loop.trace_count(),
                 "train_loss": self.windows[-1].loss,
                 "test_accuracy": acc,
                 "test_loss": loss,
@@ -251,15 +253,15 @@ class BenchmarkRun:
                 "init_weights": self.init_weights,
                 "weights_checkpoint": self.checkpoint,  # what the weight tier judges: {"step": n, "sketch", "norm"}
                 "weights": build.weights_image(self.model),  # final
-                "weight_tier": self.variant.weight_tier(build.random_layers(self.model)),
+                "weight_tier": self.loop.weight_tier(build.random_layers(self.model)),
                 "test_samples": len(correct),
                 "test_correct": equivalence.pack_correct(correct),
                 "device": envinfo.device(),
                 **memory_record,  # peak_memory_bytes (device memory, every GPU), peak_memory (per device, or host)
                 "mixed_precision": self.config.mixed_precision,
-                **loss_scale_record(self.variant.ctx.optimizer),  # float16: the loss scale at the end
+                **loss_scale_record(self.loop.ctx.optimizer),  # float16: the loss scale at the end
                 "profile": self.profile_summary,
-                **self.variant.info(),
+                **self.loop.info(),
                 **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
             }
         )

@@ -1,12 +1,12 @@
 """Profiler traces of an untimed window of training steps, summarised by xprof itself.
 
 A benchmark's profile window runs after its timed rounds with every step marked
-(``Variant.profile``), so tracing never touches a timing figure. The trace is read
+(``Loop.profile``), so tracing never touches a timing figure. The trace is read
 back with xprof's own converters -- the numbers TensorBoard's profile plugin shows --
 and reduced to a small dict saved in ``extra_info["profile"]``. Nothing here parses
 protobufs by hand.
 
-Traces land in ``<root>/<run-id>/<workload>-<api>-<variant>/plugins/profile/<time>/``,
+Traces land in ``<root>/<run-id>/<workload>-<api>-<loop>/plugins/profile/<time>/``,
 so ``tensorboard --logdir <root>/<run-id>`` lists one run per benchmark.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tf2bench.errors import EXIT_FAILED, BadInputError, Tf2benchError, check_positive_int
-from tf2bench.opstats import OP_SIDES, TOP_OPS, ops_per_step, rows, summarise_ops, top_ops  # noqa: F401 (their old home)
+from tf2bench.measure.opstats import OP_SIDES, TOP_OPS, ops_per_step, rows, summarise_ops, top_ops  # noqa: F401 (their old home)
 
 T = TypeVar("T")
 
@@ -160,7 +160,7 @@ def profile_window(
 ) -> tuple[T, dict[str, Any]]:
     """Run ``train()`` under the profiler and summarise its trace.
 
-    ``train()`` always runs, traced or not: its steps are part of every variant's training,
+    ``train()`` always runs, traced or not: its steps are part of every loop's training,
     so skipping them would break the equal-batches comparison. When no trace can be had the
     summary is ``{"error": ..., "trace_dir": ...}`` and the benchmark keeps its results.
     ``train_steps_per_marked_step``: train steps inside one marked step; the summary's ms are per train step.

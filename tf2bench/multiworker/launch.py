@@ -25,7 +25,7 @@ On a GPU host the launcher gives each worker its own GPUs: contiguous, equal gro
 on; more workers than GPUs is refused (NCCL refuses two ranks on one device). Replicas = workers x GPUs per worker.
 
 Every worker also writes ``OUT/worker-<i>.json`` (its weights' fingerprints and window times; the chief's
-names the saved run file) and ``OUT/worker-<i>-weights.npz``, each atomically (tf2bench.storage).
+names the saved run file) and ``OUT/worker-<i>-weights.npz``, each atomically (tf2bench.saved.storage).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from tf2bench.analysis import runs
 from tf2bench.errors import Tf2benchError
 from tf2bench.loops import RunConfig
 from tf2bench.loops.distributed import split_batch
-from tf2bench.worker import (
+from tf2bench.multiworker.worker import (
     WorkerFailedError,
     WorkerSpec,
     partition_gpus,

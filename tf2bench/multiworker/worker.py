@@ -1,5 +1,5 @@
 """One ``multi_worker`` worker process: trains its replicas (its GPUs, or its CPU) in lockstep with the others; the
-chief (worker 0) records the benchmark and saves it as an ordinary numbered run. Launched by ``tf2bench.multiworker``,
+chief (worker 0) records the benchmark and saves it as an ordinary numbered run. Launched by ``multiworker.launch``,
 or one per host with ``TF_CONFIG`` set (see that module); the environment the launcher gives each worker (TF_CONFIG,
 its own GPUs) is decided here, by pure functions."""
 
@@ -25,7 +25,7 @@ import numpy as np
 from tf2bench.analysis import runs
 from tf2bench.errors import BadInputError, Tf2benchError
 from tf2bench.loops import RunConfig
-from tf2bench.storage import atomic_write
+from tf2bench.saved.storage import atomic_write
 
 WORKER_EXIT_TIMEOUT = 124
 FAIL_ENV = "TF2BENCH_FAIL_WORKER"  # fault injection: this worker index exits right after its warm-up
@@ -166,7 +166,9 @@ def run_worker(
     as a numbered run under ``storage`` and names that file in its ``worker-0.json``."""
     started = time.perf_counter()
     if "TF_CONFIG" not in os.environ:
-        raise WorkerFailedError("a multi_worker worker needs TF_CONFIG (cluster and task); see tf2bench.multiworker")
+        raise WorkerFailedError(
+            "a multi_worker worker needs TF_CONFIG (cluster and task); see python -m tf2bench.multiworker"
+        )
     config = json.loads(os.environ["TF_CONFIG"])
     index, n = int(config["task"]["index"]), len(config["cluster"]["worker"])
     if timeout:  # bounded: a peer lost mid-collective must not keep this process forever
@@ -189,7 +191,7 @@ def run_worker(
             "--gpus-per-worker 0 runs CPU workers"
         )
     from tf2bench.loops import distributed as distribute
-    from tf2bench.runner import BenchmarkRun, run_case
+    from tf2bench.suite.runner import BenchmarkRun, run_case
     from tf2bench.workloads import build, data, get_workload
 
     distribute.set_worker_strategy(strategy)
@@ -213,7 +215,7 @@ def run_worker(
             window()
 
     if index == 0:
-        from tf2bench import peak
+        from tf2bench.measure import peak
 
         # sync_devices() fails in a worker (it also targets the peers' devices): the MFU peak's matmul windows end
         # on this worker's own devices' sync, as the loop's windows do.
@@ -249,9 +251,9 @@ def _save_run(info: dict[str, Any], spec: WorkerSpec, wall_s: float, storage: Pa
     """The chief's benchmark as a new numbered run under ``storage``: the document and the save of
     ``tf2bench.benchmark(save=...)`` (pytest-benchmark's FileStorage, atomic, never over an earlier run)."""
     from tf2bench.api import _benchmark_json, _run_json, _save
-    from tf2bench.suite import Case
+    from tf2bench.suite.options import Case
 
-    case = Case(repeat=0, seed=spec.seed, workload=info["workload"], api=spec.api, variant="multi_worker")
+    case = Case(repeat=0, seed=spec.seed, workload=info["workload"], api=spec.api, loop="multi_worker")
     bench = _benchmark_json(case, info["window_s"], info, module="tf2bench.multiworker")  # window times: round data
     record = {  # SuiteOptions.record's keys; no preset: the spec sets steps, rounds and sizes
         "preset": "none",

@@ -1,6 +1,6 @@
 """Calibrated windows on a real loop (pyperf's calibration): the steps per window of every loop of a case.
 
-The rules are pure functions of measured times in tf2bench.timing (``step_cap``, ``calibrate``,
+The rules are pure functions of measured times in tf2bench.measure.timing (``step_cap``, ``calibrate``,
 ``calibrated_steps``); this module runs them on a warmed-up copy of the case's reference loop.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from tf2bench import nest, timing
+from tf2bench import nest
 from tf2bench.errors import BadInputError, reason
 from tf2bench.loops import RunConfig
-from tf2bench.runner import BenchmarkRun
+from tf2bench.measure import timing
+from tf2bench.suite.runner import BenchmarkRun
 from tf2bench.workloads import Workload
 from tf2bench.workloads.data import Dataset
 

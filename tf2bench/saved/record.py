@@ -15,14 +15,16 @@ from typing import Any
 # settle_steps): added keys only, every existing key keeps its meaning; a record without them had fixed windows.
 # Still 2 with peak_memory, mixed_precision, loss_scale; peak_memory_bytes now covers the timed windows only.
 # Still 2 with processes, rounds_process, process_samples_per_sec (--processes N only).
-SCHEMA_VERSION = 2
+# 3: variant -> loop, variant_description -> loop_description (one word for a training loop); a schema-2 record is
+# read with its keys renamed (upgrade, called by analysis.runs when a file is loaded).
+SCHEMA_VERSION = 3
 
 FIELDS: dict[str, str] = {
     # the case
     "workload": "text",
     "api": "text",
-    "variant": "text",
-    "variant_description": "text",
+    "loop": "text",
+    "loop_description": "text",
     "dataset": "object (provenance)",
     "seed": "-",
     "repeat": "index",
@@ -50,7 +52,7 @@ FIELDS: dict[str, str] = {
     "step_time_ms": "ms",
     "step_time_ms_p90": "ms",
     "window_s": "s (list)",
-    # --processes N: a benchmark merged from its worker processes (tf2bench.processes); absent from a one-process run
+    # --processes N: a benchmark merged from its worker processes (suite.processes); absent from a one-process run
     "processes": "process numbers (list)",
     "rounds_process": "process number (list, one per round)",
     "process_samples_per_sec": "samples/s (list, one per process)",
@@ -89,7 +91,7 @@ FIELDS: dict[str, str] = {
     "tf_version": "text",
     "keras_version": "text",
     "profile": "object",
-    # loop-specific (Variant.info)
+    # loop-specific (Loop.info)
     "steps_per_execution": "steps",
     "dtype_policy": "text",
     "mixed_precision": "text",
@@ -113,15 +115,28 @@ FIELDS: dict[str, str] = {
 }
 
 # What tf2bench report and compare need from every benchmark (older files without the rest still load).
-REQUIRED = ("workload", "api", "variant", "samples_per_sec", "steps", "samples_per_step", "test_accuracy")
+REQUIRED = ("workload", "api", "loop", "samples_per_sec", "steps", "samples_per_step", "test_accuracy")
 
 
 def finish(values: dict[str, Any]) -> dict[str, Any]:
     """The record as saved: checked against FIELDS and stamped with the schema version."""
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise RuntimeError(f"result keys not declared in tf2bench.record.FIELDS: {unknown}")
+        raise RuntimeError(f"result keys not declared in tf2bench.saved.record.FIELDS: {unknown}")
     missing = [k for k in REQUIRED if k not in values]
     if missing:
         raise RuntimeError(f"a result without {missing}: report and compare could not read it")
     return {**values, "schema_version": SCHEMA_VERSION}
+
+
+# Keys schema-2 records saved under their old names: upgraded on reading, so every reader sees one word (a training
+# loop is a "loop"; those runs called it a "variant").
+RENAMED_KEYS = {"variant": "loop", "variant_description": "loop_description"}
+
+
+def upgrade(info: dict) -> dict:
+    """A benchmark's record with the old key names of earlier versions renamed, in place (and returned)."""
+    for old, new in RENAMED_KEYS.items():
+        if old in info and new not in info:
+            info[new] = info.pop(old)
+    return info

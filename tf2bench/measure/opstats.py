@@ -3,7 +3,7 @@
 ``top_ops`` are the few ops a reader scans; ``ops_per_step`` keeps every op above a small share of the step, per
 train step, host and device apart, so that two profiles can be diffed op by op later
 (tf2bench.analysis.explain: what got slower inside the step). Both read the tables xprof's converter returns
-(tf2bench.profiling.tool_data); nothing here imports xprof or TensorFlow.
+(tf2bench.measure.profiling.tool_data); nothing here imports xprof or TensorFlow.
 """
 
 from __future__ import annotations

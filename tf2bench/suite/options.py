@@ -7,15 +7,16 @@ fails the whole run at once with a message naming the valid choices.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from tf2bench.errors import BadInputError, check_positive_int
-from tf2bench.loops import VARIANTS, RunConfig
+from tf2bench.loops import LOOPS, RunConfig
 from tf2bench.loops.distributed import is_distributed, split_batch
-from tf2bench.presets import Preset, get_preset
 from tf2bench.registry import parse_names
+from tf2bench.suite.presets import Preset, get_preset
 from tf2bench.workloads import WORKLOADS, get_workload, load_spec
 from tf2bench.workloads.data import SOURCES
 
@@ -25,7 +26,7 @@ DEFAULT_PROFILE_STEPS = 5
 OPTIONS: dict[str, tuple[str, str]] = {
     "workload": ("TF2BENCH_WORKLOAD", "workloads, comma-separated, or package.module:attribute specs (default: all)"),
     "api": ("TF2BENCH_API", "model APIs: sequential, functional, subclassing (default: all)"),
-    "variant": ("TF2BENCH_VARIANT", "training loops, comma-separated (default: all)"),
+    "loop": ("TF2BENCH_LOOP", "training loops, comma-separated (default: all)"),
     "dataset": ("TF2BENCH_DATASET", f"data source: {', '.join(SOURCES)} (default: auto)"),
     "preset": ("TF2BENCH_PRESET", "quick (default), smoke, rigorous, tutorial"),
     "epochs": ("TF2BENCH_EPOCHS", "time whole epochs, this many (overrides --steps/--rounds)"),
@@ -58,7 +59,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     ),
 }
 FLAGS = frozenset({"profile"})  # options that take no value
-PROCESS_ENV = "TF2BENCH_PROCESS"  # "k/N": this process is worker k of N (set by tf2bench.processes, never by hand)
+# Old spellings still accepted where users type them (flag and environment variable), with a DeprecationWarning.
+DEPRECATED: dict[str, tuple[str, str]] = {"variant": ("loop", "TF2BENCH_VARIANT")}
+PROCESS_ENV = (
+    "TF2BENCH_PROCESS"  # "k/N": this process is worker k of N (set by tf2bench.suite.processes, never by hand)
+)
 
 
 def round_share(total: int, process: int, processes: int) -> int:
@@ -78,18 +83,18 @@ class Case:
     seed: int
     workload: str
     api: str
-    variant: str
+    loop: str
 
     @property
     def id(self) -> str:
-        return f"r{self.repeat}-s{self.seed}-{self.workload}-{self.api}-{self.variant}"
+        return f"r{self.repeat}-s{self.seed}-{self.workload}-{self.api}-{self.loop}"
 
 
 @dataclass(frozen=True)
 class SuiteOptions:
     workloads: tuple[str, ...]
     apis: tuple[str, ...]
-    variants: tuple[str, ...]
+    loops: tuple[str, ...]
     dataset: str
     preset: Preset
     steps: int | None
@@ -107,7 +112,7 @@ class SuiteOptions:
     devices: int | None = None  # None: every GPU, or one CPU device (see tf2bench.distribute)
     scaling: str = "strong"  # the distributed loops' batch: global, split over replicas (strong), or per replica
     mixed_precision: str = "auto"  # RunConfig.MIXED_PRECISIONS
-    processes: int = 1  # worker processes the selection runs in (tf2bench.processes); 1: this process
+    processes: int = 1  # worker processes the selection runs in (tf2bench.suite.processes); 1: this process
     process: int = 0  # 1..processes: this is that worker (PROCESS_ENV), timing its share of the rounds; 0: not a worker
 
     def share(self, total: int) -> int:
@@ -115,14 +120,14 @@ class SuiteOptions:
         return round_share(total, self.process, self.processes)
 
     def cases(self) -> list[Case]:
-        """Repeat-major order, so every variant sees the same machine drift."""
+        """Repeat-major order, so every loop sees the same machine drift."""
         out = []
         for r in range(self.repeat):
             for s in range(self.seed, self.seed + self.seeds):
                 for w in self.workloads:
                     apis = [a for a in self.apis if a in get_workload(w).models]
                     for a in apis:
-                        for v in self.variants:
+                        for v in self.loops:
                             out.append(Case(r, s, w, a, v))
         return out
 
@@ -145,15 +150,15 @@ class SuiteOptions:
     def window_plan(
         self, workload: str, api: str, seed: int, dataset: Any, cache: dict, say: Any = None
     ) -> tuple[RunConfig, Any]:
-        """One benchmark's RunConfig and window sizing (tf2bench.runner.Windows).
+        """One benchmark's RunConfig and window sizing (tf2bench.suite.runner.Windows).
 
         A preset with ``min_window_s`` calibrates the steps once per workload and API, at its first benchmark, into
         ``cache``: every loop, seed and repeat then times the same steps (the weight tier compares loops after the
         same steps; repeats repeat the same measurement). ``--steps`` or ``--epochs`` fix the windows instead, and
         ``--rounds`` turns off the round budget. ``say(line)``, if given, announces each calibration.
         """
-        from tf2bench.calibration import calibrate_case
-        from tf2bench.runner import Windows
+        from tf2bench.suite.calibration import calibrate_case
+        from tf2bench.suite.runner import Windows
 
         config, p = self.run_config(workload, seed), self.preset
         if config.epochs or self.steps or p.min_window_s is None:
@@ -170,7 +175,7 @@ class SuiteOptions:
         if "error" in cal:  # no reference loop runs this model: the preset's steps, and why
             return config, Windows(source="preset", calibration=cal)
         # a worker process's share of the budget and of the minimum rounds (the cache keeps the whole run's: workers
-        # after the first get it from tf2bench.processes and time the same windows, calibrated once)
+        # after the first get it from tf2bench.suite.processes and time the same windows, calibrated once)
         budget = cal["round_budget_s"]
         if budget is not None and self.process:
             budget /= self.processes
@@ -232,7 +237,9 @@ def _worker_role(value: str) -> tuple[int, int]:
     except ValueError:
         k = n = 0
     if not 1 <= k <= n:
-        raise BadInputError(f"{PROCESS_ENV} must be k/N with 1 <= k <= N (set by tf2bench.processes), got {value!r}")
+        raise BadInputError(
+            f"{PROCESS_ENV} must be k/N with 1 <= k <= N (set by tf2bench.suite.processes), got {value!r}"
+        )
     return k, n
 
 
@@ -251,12 +258,24 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
             value = env.get(OPTIONS[name][0]) or None
         return value
 
+    raw = dict(raw)
+    for old, (new, old_env) in DEPRECATED.items():
+        value = raw.get(old) if raw.get(old) is not None else env.get(old_env) or None
+        if value is not None:
+            warnings.warn(
+                f"--{old} ({old_env}) is now --{new} ({OPTIONS[new][0]}); the old spelling will go",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if get(new) is None:
+                raw[new] = value
+
     workloads = parse_names("workload", workload_names(get("workload") or "all"), WORKLOADS.names())
     all_apis = list(dict.fromkeys(a for w in workloads for a in get_workload(w).apis))
     apis = parse_names("api", get("api") or "all", all_apis)
-    variants = parse_names("variant", get("variant") or "all", VARIANTS.names())
-    if str(get("variant") or "all").strip() == "all":  # opt-in loops (the distributed ones) run only when named
-        variants = [v for v in variants if not VARIANTS.get(v).opt_in]
+    loops = parse_names("loop", get("loop") or "all", LOOPS.names())
+    if str(get("loop") or "all").strip() == "all":  # opt-in loops (the distributed ones) run only when named
+        loops = [v for v in loops if not LOOPS.get(v).opt_in]
     dataset = get("dataset") or "auto"
     if dataset not in SOURCES:
         raise BadInputError(f"unknown dataset {dataset!r}; valid: {', '.join(SOURCES)}")
@@ -279,12 +298,12 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
             f"unknown mixed precision {mixed_precision!r}; valid: {', '.join(RunConfig.MIXED_PRECISIONS)}"
         )
     processes, process = _optional_int("processes", get("processes")) or 1, 0
-    if env.get(PROCESS_ENV):  # a worker of tf2bench.processes: never spawns workers of its own
+    if env.get(PROCESS_ENV):  # a worker of tf2bench.suite.processes: never spawns workers of its own
         process, processes = _worker_role(env[PROCESS_ENV])
     opts = SuiteOptions(
         workloads=tuple(workloads),
         apis=tuple(apis),
-        variants=tuple(variants),
+        loops=tuple(loops),
         dataset=dataset,
         preset=get_preset(get("preset") or "quick"),
         steps=_optional_int("steps", get("steps")),
@@ -307,7 +326,7 @@ def parse_options(raw: dict[str, Any], environ: Mapping[str, str] | None = None)
     )
     if not opts.cases():
         raise BadInputError(f"the selection runs nothing: workloads {list(workloads)} have no api among {list(apis)}")
-    if opts.devices and any(is_distributed(VARIANTS.get(v)) for v in variants):
+    if opts.devices and any(is_distributed(LOOPS.get(v)) for v in loops):
         for w in workloads:  # a batch that strong scaling cannot split fails now, not in every distributed case
             split_batch(opts.batch_size or get_workload(w).batch_size, opts.devices, scaling)
     return opts

@@ -8,7 +8,7 @@ import platform
 from functools import cache
 from typing import Any
 
-from tf2bench import gpuinfo
+from tf2bench.measure import gpuinfo
 
 
 def cpu_name() -> str:
@@ -26,7 +26,7 @@ def cpu_name() -> str:
 # AVX512-BF16 or AMX units, or is emulated), so two runs are only comparable with the same set.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 # What a run's figures depend on beyond the code: `tf2bench compare` warns when two runs differ in any of these.
-# The GPU's: its CUDA/cuDNN build, and from nvidia-smi (tf2bench.gpuinfo) driver, clock setting, power limit.
+# The GPU's: its CUDA/cuDNN build, and from nvidia-smi (tf2bench.measure.gpuinfo) driver, clock setting, power limit.
 FIGURE_SETTINGS = (
     "cpu_name", "isa", "onednn_opts", "intra_op_threads", "inter_op_threads", "xla_flags", "tf32", "device",
     "cuda_version", "cudnn_version", "gpu_driver", "gpu_clocks", "gpu_power_limit",

@@ -47,7 +47,7 @@ BENCH_CLOCK = VirtualClock()
 
 
 def bench_clock() -> float:
-    """pytest-benchmark's timer for the suite (``--benchmark-timer=tf2bench.timing.bench_clock``)."""
+    """pytest-benchmark's timer for the suite (``--benchmark-timer=tf2bench.measure.timing.bench_clock``)."""
     return BENCH_CLOCK()
 
 
@@ -107,7 +107,7 @@ class WindowStats:
         return self.cv > NOISY_CV
 
     def record(self) -> dict[str, float | bool]:
-        """The result record's throughput keys (tf2bench.record), from these windows."""
+        """The result record's throughput keys (tf2bench.saved.record), from these windows."""
         return {
             "samples_per_sec": self.samples_per_sec,
             "samples_per_sec_min": self.samples_per_sec_min,
@@ -143,7 +143,7 @@ def window_stats(
 
 
 # Window calibration (pyperf's): how many steps make a window long enough to time, and how many rounds a slow loop
-# can afford. Pure functions of measured times; tf2bench.calibration.calibrate_case runs them on a real loop.
+# can afford. Pure functions of measured times; tf2bench.suite.calibration.calibrate_case runs them on a real loop.
 
 
 def calibrated_steps(step_s: float, min_window_s: float, floor: int, cap: int) -> int:

@@ -21,7 +21,7 @@ class Preset:
     test_size: dict[str, int | None] = field(default_factory=dict)
     default_steps: int = 20
     # Calibrated windows (pyperf's min_time): with min_window_s set, ``steps`` is the floor and each workload and
-    # API gets the steps that make its reference loop's window last min_window_s, at most max_steps (tf2bench.runner).
+    # API gets the steps that make its reference loop's window last min_window_s, at most max_steps (suite.runner).
     min_window_s: float | None = None
     # The cap on a calibrated window is set by memory and by time, never by a fixed step count (a GPU step of a small
     # model takes ~0.1 ms: 500 steps were 50 ms, a quarter of quick's minimum): the window's own arrays (fit and

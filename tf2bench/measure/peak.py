@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tf2bench.timing import planned_rounds, sync_devices
+from tf2bench.measure.timing import planned_rounds, sync_devices
 
 MIN_REP_S = 0.010  # a timed repetition lasts at least this: the ~0.1 ms call + sync is then <= 1% of it
 START_N = 512  # the first probe's n x n: 0.27 GFLOP, cheap at any precision on any device
@@ -255,7 +255,7 @@ class _Chains:
             return None
         t0 = time.perf_counter()
         self.chains[k](self.inputs[0])
-        sync_devices()  # looked up when called: a multi-worker chief replaces it (tf2bench.worker)
+        sync_devices()  # looked up when called: a multi-worker chief replaces it (tf2bench.multiworker.worker)
         return time.perf_counter() - t0
 
 

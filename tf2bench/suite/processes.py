@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tf2bench.suite import PROCESS_ENV
-from tf2bench.timing import window_stats
+from tf2bench.measure.timing import window_stats
+from tf2bench.suite.options import PROCESS_ENV
 
 DIR_ENV = "TF2BENCH_PROCESS_DIR"  # where a worker writes its process-K.jsonl and reads calibration.json
 CALIBRATION_FILE = "calibration.json"
@@ -168,7 +168,7 @@ class Processes:
         return [o for o in self.outcomes if not o.finished]
 
     def record(self) -> dict[str, Any]:
-        """The run-level ``tf2bench.processes`` record: how many were planned, which finished, which are missing."""
+        """The run-level ``processes`` record: how many were planned, which finished, which are missing."""
         return {
             "planned": self.n,
             "finished": [o.process for o in self.outcomes if o.finished],

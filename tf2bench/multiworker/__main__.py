@@ -1,0 +1,7 @@
+"""``python -m tf2bench.multiworker launch|worker ...``: see tf2bench.multiworker.launch."""
+
+import sys
+
+from tf2bench.multiworker.launch import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The saved format: a benchmark's record, and files written whole and never over an earlier run."""
