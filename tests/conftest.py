@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +22,32 @@ STORAGE = ROOT / "tests" / "fixtures" / "benchmarks"  # real runs saved by the s
 
 
 def fixture(number: str) -> Path:
-    """The committed fixture run with this number."""
+    """The committed fixture run with this number, as this version saves it: the fixtures are runs of tf2bench 0.2
+    (schema 2: ``variant`` keys), kept as they were so that tests reading STORAGE prove old runs still load; tests
+    that edit a run's JSON get a copy with its records upgraded (tf2bench.saved.record.upgrade)."""
+    (path,) = _upgraded_fixtures().glob(f"*/{number}_*.json")
+    return path
+
+
+def committed(number: str) -> Path:
+    """The committed fixture run with this number, as tf2bench 0.2 saved it (what STORAGE holds)."""
     (path,) = STORAGE.glob(f"*/{number}_*.json")
     return path
+
+
+@functools.cache
+def _upgraded_fixtures() -> Path:
+    from tf2bench.saved import record
+
+    out = Path(tempfile.mkdtemp(prefix="tf2bench-fixtures-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    for src in STORAGE.glob("*/*.json"):
+        doc = json.loads(src.read_text())
+        for bench in doc["benchmarks"]:
+            record.upgrade(bench["extra_info"])
+        (out / src.parent.name).mkdir(exist_ok=True)
+        (out / src.parent.name / src.name).write_text(json.dumps(doc))
+    return out
 
 
 def edited(src: Path, dest: Path, edit) -> Path:
