@@ -11,8 +11,9 @@ import pytest
 
 import tf2bench
 from tf2bench.measure.timing import calibrate, calibrated_steps, cap_note, planned_rounds, step_cap
-from tf2bench.suite import calibration, presets, runner
-from tf2bench.suite.options import calibration_line, parse_options
+from tf2bench.suite import plan, presets, runner
+from tf2bench.suite.options import parse_options
+from tf2bench.suite.plan import Planner, calibration_line
 from tf2bench.suite.presets import Preset
 
 
@@ -122,7 +123,14 @@ def test_presets(monkeypatch):
     monkeypatch.setitem(presets.PRESETS, FIXED.name, FIXED)
 
 
-def test_window_plan_calibrates_once_per_workload_and_api(test_presets, monkeypatch):
+def planner(raw: dict, **kwargs) -> Planner:
+    """A planner whose data is never loaded (the fake calibrations below do not train)."""
+    out = Planner(parse_options(raw, {}), **kwargs)
+    out.dataset = lambda workload: None
+    return out
+
+
+def test_the_planner_calibrates_once_per_workload_and_api(test_presets, monkeypatch):
     calls = []
 
     def fake_calibrate(workload, api, dataset, config, min_window_s, max_steps, max_window_bytes):
@@ -130,12 +138,12 @@ def test_window_plan_calibrates_once_per_workload_and_api(test_presets, monkeypa
         return {"min_window_s": min_window_s, "max_steps": max_steps, "floor_steps": config.steps, "steps": 40,
                 "step_s": 0.001, "reference_loop": "graph_loop"}  # fmt: skip
 
-    monkeypatch.setattr(calibration, "calibrate_case", fake_calibrate)
-    opts = parse_options({"preset": CALIBRATED.name, "workload": "mnist", "api": "sequential,functional"}, {})
-    cache, said = {}, []
+    monkeypatch.setattr(plan, "calibrate_case", fake_calibrate)
+    said = []
+    plans = planner({"preset": CALIBRATED.name, "workload": "mnist", "api": "sequential,functional"}, say=said.append)
     for seed in (0, 1):
         for api in ("sequential", "functional", "sequential"):
-            config, windows = opts.window_plan("mnist", api, seed, None, cache, said.append)
+            config, windows = plans.windows("mnist", api, seed)
             assert (config.steps, config.seed, windows.source) == (40, seed, "calibrated")
             assert windows.round_budget_s == 1e-6
             assert windows.min_rounds == 2
@@ -144,10 +152,9 @@ def test_window_plan_calibrates_once_per_workload_and_api(test_presets, monkeypa
         said[0]
         == "tf2bench: mnist sequential: windows of 40 steps (graph_loop 1.00 ms/step; >= 0.03 s, floor 4, cap 64)"
     )
+    assert list(plans.calibrations) == [("mnist", "sequential"), ("mnist", "functional")]  # shared with workers
     # --rounds: calibrated steps, no round budget; --steps, --epochs, an uncalibrated preset: no calibration at all
-    config, windows = parse_options({"preset": CALIBRATED.name, "rounds": "3"}, {}).window_plan(
-        "mnist", "sequential", 0, None, {}
-    )
+    config, windows = planner({"preset": CALIBRATED.name, "rounds": "3"}).windows("mnist", "sequential", 0)
     assert windows.source == "calibrated"
     assert windows.round_budget_s is None
     for raw, source, steps in (
@@ -155,16 +162,15 @@ def test_window_plan_calibrates_once_per_workload_and_api(test_presets, monkeypa
         ({"preset": CALIBRATED.name, "epochs": "2"}, "epochs", 4),
         ({"preset": FIXED.name}, "preset", 4),
     ):
-        config, windows = parse_options(raw, {}).window_plan("mnist", "sequential", 0, None, {})
+        config, windows = planner(raw).windows("mnist", "sequential", 0)
         assert (windows.source, config.steps, windows.calibration) == (source, steps, None)
     assert len(calls) == 3
 
 
 def test_a_model_no_reference_loop_runs_keeps_the_preset_steps(test_presets, monkeypatch):
     error = {"min_window_s": 0.03, "max_steps": 64, "floor_steps": 4, "error": "graph_loop: ValueError: no"}
-    monkeypatch.setattr(calibration, "calibrate_case", lambda *args, **kwargs: dict(error))
-    opts = parse_options({"preset": CALIBRATED.name, "workload": "mnist"}, {})
-    config, windows = opts.window_plan("mnist", "sequential", 0, None, {})
+    monkeypatch.setattr(plan, "calibrate_case", lambda *args, **kwargs: dict(error))
+    config, windows = planner({"preset": CALIBRATED.name, "workload": "mnist"}).windows("mnist", "sequential", 0)
     assert (config.steps, windows.source, windows.calibration["error"]) == (4, "preset", error["error"])
 
 

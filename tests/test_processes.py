@@ -13,7 +13,8 @@ import pytest
 
 from tf2bench.errors import BadInputError
 from tf2bench.suite import processes
-from tf2bench.suite.options import round_share
+from tf2bench.suite.options import parse_options
+from tf2bench.suite.plan import Planner, round_share
 
 
 @pytest.mark.parametrize(("total", "n"), [(5, 1), (5, 2), (5, 3), (5, 5), (3, 3), (7, 3), (2, 5), (1, 4)])
@@ -27,20 +28,19 @@ def test_round_share_spreads_the_rounds_over_the_processes(total, n):
 
 
 def test_a_worker_times_its_share_of_rounds_budget_and_minimum():
-    from tf2bench.suite.options import parse_options
-
     raw = {"workload": "mnist", "api": "functional", "loop": "fit"}
     alone = parse_options(raw, environ={})
     workers = [parse_options(raw, environ={"TF2BENCH_PROCESS": f"{k}/3"}) for k in (1, 2, 3)]
     assert (alone.processes, alone.process) == (1, 0)
     assert [(w.processes, w.process) for w in workers] == [(3, 1), (3, 2), (3, 3)]
-    assert [w.run_config("mnist", 0).rounds for w in workers] == [2, 2, 1]  # quick's 5 rounds
-    assert alone.run_config("mnist", 0).rounds == 5
-    # the windows come from the cache every worker shares; budget and minimum rounds are shared out
+    assert [Planner(w).run_config("mnist", 0).rounds for w in workers] == [2, 2, 1]  # quick's 5 rounds
+    assert Planner(alone).run_config("mnist", 0).rounds == 5
+    # the windows come from the calibrations every worker shares; budget and minimum rounds are shared out
     cal = {"steps": 12, "round_budget_s": 6.0, "min_rounds": 3}
-    _, windows = workers[0].window_plan("mnist", "functional", 0, None, {("mnist", "functional"): cal})
-    assert (windows.round_budget_s, windows.min_rounds) == (2.0, 1)
-    _, whole = alone.window_plan("mnist", "functional", 0, None, {("mnist", "functional"): cal})
+    first = Planner(workers[0], calibrations={("mnist", "functional"): cal})
+    config, windows = first.windows("mnist", "functional", 0)
+    assert (config.steps, windows.round_budget_s, windows.min_rounds) == (12, 2.0, 1)
+    _, whole = Planner(alone, calibrations={("mnist", "functional"): cal}).windows("mnist", "functional", 0)
     assert (whole.round_budget_s, whole.min_rounds) == (6.0, 3)
     # a worker never spawns workers of its own, whatever --processes its inherited arguments say
     assert parse_options({**raw, "processes": "5"}, environ={"TF2BENCH_PROCESS": "2/3"}).processes == 3
@@ -53,8 +53,6 @@ def test_a_worker_times_its_share_of_rounds_budget_and_minimum():
     ({}, {"TF2BENCH_PROCESS": "two"}, "TF2BENCH_PROCESS must be k/N"),
 ])  # fmt: skip
 def test_bad_process_settings_fail_in_one_line(raw, env, message):
-    from tf2bench.suite.options import parse_options
-
     with pytest.raises(BadInputError, match=message):
         parse_options({"workload": "mnist", **raw}, environ=env)
 

@@ -9,6 +9,7 @@ import pytest
 
 from tf2bench.errors import BadInputError, UnknownNameError
 from tf2bench.suite.options import parse_options
+from tf2bench.suite.plan import Planner
 
 EXTRA_INFO_KEYS = {
     "workload", "api", "loop", "dataset", "batch_size", "epochs", "steps", "seed", "samples_per_sec",
@@ -111,7 +112,7 @@ def test_environment_variables_set_options(monkeypatch):
     opts = parse_options({"workload": "mnist", "api": None})
     assert opts.loops == ("fit", "eager")
     assert opts.repeat == 2
-    assert len(opts.cases()) == 2 * 3 * 2
+    assert len(Planner(opts).cases()) == 2 * 3 * 2
     monkeypatch.setenv("TF2BENCH_STEPS", "0")
     with pytest.raises(BadInputError, match="--steps must be a positive integer"):
         parse_options({})
@@ -124,22 +125,29 @@ def test_flags_override_environment(monkeypatch):
         parse_options({})
 
 
+def plan(raw: dict) -> Planner:
+    return Planner(parse_options(raw))
+
+
 def test_presets_shape_the_run():
-    quick = parse_options({})
+    quick = plan({})
     assert len(quick.cases()) == N_DEFAULT
     cfg = quick.run_config("cifar100", seed=0)
-    assert (cfg.steps, cfg.rounds, cfg.batch_size, cfg.epochs) == (15, 5, 32, None)
-    tutorial = parse_options({"preset": "tutorial"})
+    assert (cfg.steps, cfg.rounds, cfg.batch_size, cfg.epochs, cfg.warmup_steps) == (15, 5, 32, None, 1)
+    assert quick.sizes("cifar100") == (5000, 1000)
+    tutorial = plan({"preset": "tutorial"})
     cfg = tutorial.run_config("mnist", seed=0)
     assert cfg.epochs == 5
     assert tutorial.sizes("mnist") == (None, None)
-    assert parse_options({"steps": "7", "rounds": "4"}).run_config("mnist", 0).steps == 7
+    cfg = plan({"steps": "7", "rounds": "4", "warmup_steps": "2", "train_size": "300"}).run_config("mnist", 0)
+    assert (cfg.steps, cfg.rounds, cfg.warmup_steps) == (7, 4, 2)
+    assert plan({"train_size": "300"}).sizes("mnist") == (300, 1000)
 
 
 def test_scaling_is_strong_unless_asked_and_reaches_the_run_config(monkeypatch):
-    assert parse_options({}).run_config("cifar100", 0).scaling == "strong"
+    assert plan({}).run_config("cifar100", 0).scaling == "strong"
     monkeypatch.setenv("TF2BENCH_SCALING", "weak")
-    assert parse_options({}).run_config("cifar100", 0).scaling == "weak"
+    assert plan({}).run_config("cifar100", 0).scaling == "weak"
     assert parse_options({"scaling": "strong"}).scaling == "strong"  # the flag wins over the environment
     # weak scaling multiplies the batch: any batch size goes; strong must split it, checked only for distributed loops
     assert parse_options({"loop": "mirrored", "devices": "2", "batch_size": "33"}).batch_size == 33

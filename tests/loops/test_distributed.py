@@ -265,8 +265,12 @@ def test_multi_worker_launch_refuses_a_batch_it_cannot_split_before_starting_wor
     with pytest.raises(BadInputError, match=r"--batch-size 32 does not split evenly over 3 replicas"):
         launch(3, TINY, tmp_path, timeout=5, **CPU_WORKERS)
     assert not list(tmp_path.iterdir())  # no worker started, nothing written
-    spec = WorkerSpec(scaling="weak")
-    assert spec.argv()[-2:] == ["--scaling", "weak"]  # what every worker is started with
+    argv = WorkerSpec(scaling="weak", mixed_precision="bfloat16").argv()  # what every worker is started with
+    assert argv[argv.index("--scaling") + 1] == "weak"
+    assert argv[argv.index("--mixed-precision") + 1] == "bfloat16"
+    with pytest.raises(BadInputError, match=r"^unknown preset 'fast'; valid: "):  # the suite's checks, before any
+        launch(2, WorkerSpec(preset="fast"), tmp_path, timeout=5, **CPU_WORKERS)  # worker starts
+    assert not list(tmp_path.iterdir())
 
 
 TINY = WorkerSpec(train_size=256, test_size=64, steps=3, rounds=2, warmup_steps=1, seed=3)
@@ -299,7 +303,7 @@ def test_two_local_workers_finish_with_identical_weights_and_the_chief_saves_a_n
     (bench,) = saved.benchmarks
     assert bench["extra_info"] == {k: v for k, v in info.items() if k != "run_file"}
     assert (bench["stats"]["data"], bench["stats"]["rounds"]) == (info["window_s"], 2)  # the windows: round data
-    assert (bench["fullname"].split("::")[0], saved.suite["source"]) == ("tf2bench.multiworker.launch",) * 2
+    assert (bench["fullname"].split("::")[0], saved.suite["source"]) == ("tf2bench.multiworker",) * 2
     assert (info["loop"], info["strategy"], info["workers"]) == ("multi_worker", "CollectiveAllReduceStrategy", 2)
     # strong scaling, the default: the spec's batch 32 is the global batch, 16 on each worker
     assert info["scaling"] == "strong"

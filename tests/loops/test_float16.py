@@ -137,13 +137,14 @@ def test_the_choice_is_validated_and_auto_follows_the_device():
 
     from tf2bench.loops.mixed import mixed_policy_name
     from tf2bench.suite.options import parse_options
+    from tf2bench.suite.plan import Planner
 
     with pytest.raises(BadInputError, match=r"unknown mixed precision 'fp16'; valid: auto, float16, bfloat16"):
         RunConfig(mixed_precision="fp16")
     with pytest.raises(BadInputError, match="valid: auto, float16, bfloat16"):
         parse_options({"mixed_precision": "half"}, environ={})
     opts = parse_options({}, environ={"TF2BENCH_MIXED_PRECISION": "float16"})
-    assert opts.run_config("mnist", 0).mixed_precision == "float16"
+    assert Planner(opts).run_config("mnist", 0).mixed_precision == "float16"
     assert mixed_policy_name("bfloat16") == "mixed_bfloat16"
     gpu = bool(tf.config.list_physical_devices("GPU"))  # the expectation comes from this machine
     assert mixed_policy_name("auto") == ("mixed_float16" if gpu else "mixed_bfloat16")

@@ -44,7 +44,6 @@ from typing import Any
 from tf2bench.analysis import runs
 from tf2bench.errors import Tf2benchError
 from tf2bench.loops import RunConfig
-from tf2bench.loops.distributed import split_batch
 from tf2bench.multiworker.worker import (
     WorkerFailedError,
     WorkerSpec,
@@ -104,8 +103,9 @@ def launch(
     base_env = {**os.environ, **(env or {})}
     gpus = visible_gpus(base_env)
     local = len(partition_gpus(gpus, workers, gpus_per_worker)[0])  # before starting anything: refuses too few GPUs
-    # Replicas = workers x local devices (GPUs, or the one CPU): a batch strong scaling cannot split fails here.
-    split_batch(spec.batch_size, workers * max(local, 1), spec.scaling)
+    # The spec checked as the workers will parse it; replicas = workers x local devices (GPUs, or the one CPU), so a
+    # batch strong scaling cannot split fails here too.
+    spec.options(devices=workers * max(local, 1))
     if idle := len(gpus) - workers * local:
         print(f"multi_worker: {workers} workers x {local} GPU(s) leave {idle} of {len(gpus)} idle", file=sys.stderr)
     out = Path(out)
@@ -165,19 +165,12 @@ def launch(
     return {**bench["extra_info"], "run_file": run_file}
 
 
-def launch_scaling(
-    workers: int,
-    spec: WorkerSpec,
-    out: Path,
-    *,
-    storage: Path = runs.DEFAULT_STORAGE,
-    timeout: float = DEFAULT_TIMEOUT_S,
-    gpus_per_worker: int | None = None,
-) -> dict[str, Any]:
+def launch_scaling(workers: int, spec: WorkerSpec, out: Path, **options: Any) -> dict[str, Any]:
     """``launch`` one worker with one replica (one GPU on a GPU host), then ``workers`` together, on the same case;
     the N-worker record gains ``scaling_efficiency`` = its samples/s / (R x 1-replica samples/s), R its replicas
     (workers x GPUs each), global samples on both sides, before its chief saves it under ``storage``. The 1-worker
     run is saved apart, under OUT/1-worker/benchmarks: a baseline, not a second result beside the one asked for.
+    ``options``: launch's (storage, timeout, env, gpus_per_worker).
 
     The same spec on one worker trains what the mirrored loops' 1-replica twin does: under strong scaling the
     same global batch G (so efficiency = (t_1 / t_R) / R, the speed-up over R), under weak one per-replica
@@ -185,23 +178,13 @@ def launch_scaling(
 
     The two runs follow each other (not interleaved like mirrored's windows): quote it with that caveat.
     """
-    out = Path(out)
-    one = min(1, len(visible_gpus(os.environ)) if gpus_per_worker is None else gpus_per_worker)  # 1 GPU, or the CPU
-    single = launch(
-        1, spec, out / "1-worker", storage=out / "1-worker" / "benchmarks", timeout=timeout, gpus_per_worker=one
-    )
+    out, per_worker = Path(out), options.get("gpus_per_worker")
+    one = min(1, len(visible_gpus(os.environ)) if per_worker is None else per_worker)  # 1 GPU, or the CPU
+    baseline = {**options, "storage": out / "1-worker" / "benchmarks", "gpus_per_worker": one}
+    single = launch(1, spec, out / "1-worker", **baseline)
     if single["replicas"] != 1:  # the efficiency's denominator is one replica's speed
         raise WorkerFailedError(f"multi_worker: the 1-worker baseline ran {single['replicas']} replicas, not 1")
-    rate = single["samples_per_sec"]
-    return launch(
-        workers,
-        spec,
-        out,
-        storage=storage,
-        timeout=timeout,
-        single_replica_samples_per_sec=rate,
-        gpus_per_worker=gpus_per_worker,
-    )
+    return launch(workers, spec, out, single_replica_samples_per_sec=single["samples_per_sec"], **options)
 
 
 LEGACY_SCALING_FLAG = "efficiency"  # what a bare --scaling (tf2bench 0.1) means

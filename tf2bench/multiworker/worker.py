@@ -1,7 +1,8 @@
 """One ``multi_worker`` worker process: trains its replicas (its GPUs, or its CPU) in lockstep with the others; the
-chief (worker 0) records the benchmark and saves it as an ordinary numbered run. Launched by ``multiworker.launch``,
-or one per host with ``TF_CONFIG`` set (see that module); the environment the launcher gives each worker (TF_CONFIG,
-its own GPUs) is decided here, by pure functions."""
+chief (worker 0) records the benchmark and saves it as an ordinary numbered run (tf2bench.saved.runfile). The case
+is planned as every entry point's is: the spec's options parsed (tf2bench.suite.options) and planned
+(tf2bench.suite.plan). Launched by ``multiworker.launch``, or one per host with ``TF_CONFIG`` set (see that module);
+the environment the launcher gives each worker (TF_CONFIG, its own GPUs) is decided here, by pure functions."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ import numpy as np
 
 from tf2bench.analysis import runs
 from tf2bench.errors import BadInputError, Tf2benchError
-from tf2bench.loops import RunConfig
+from tf2bench.saved import runfile
 from tf2bench.saved.storage import atomic_write
+from tf2bench.suite.options import Case, SuiteOptions, parse_options
+from tf2bench.suite.plan import Planner
 
 WORKER_EXIT_TIMEOUT = 124
 FAIL_ENV = "TF2BENCH_FAIL_WORKER"  # fault injection: this worker index exits right after its warm-up
@@ -39,7 +42,8 @@ class WorkerFailedError(Tf2benchError):
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What every worker trains: the same case, so their replicas compute one model."""
+    """What every worker trains: the same case, so their replicas compute one model. The fields are suite options of
+    the same names (tf2bench.suite.options.OPTIONS), checked the same way; None: the preset's."""
 
     workload: str = "cifar100"
     api: str = "functional"
@@ -52,6 +56,13 @@ class WorkerSpec:
     warmup_steps: int = 1
     seed: int = 0
     scaling: str = "strong"  # as the suite's --scaling (RunConfig.scaling); replicas = workers x GPUs (or 1 CPU) each
+    preset: str = "quick"  # what the fields left None take (the sizes); steps are given, so windows are not calibrated
+    mixed_precision: str = "auto"
+
+    def options(self, devices: int | None = None) -> SuiteOptions:
+        """The spec as the suite's options of the multi_worker loop, validated once, as every entry point's are;
+        ``devices``: the replicas, so a batch strong scaling cannot split fails before any worker starts."""
+        return parse_options({**asdict(self), "loop": "multi_worker", "devices": devices}, environ={})
 
     def argv(self) -> list[str]:
         out = []
@@ -165,66 +176,90 @@ def run_worker(
     """Train the case as one worker of the cluster in ``TF_CONFIG``; the chief (index 0) saves the benchmark
     as a numbered run under ``storage`` and names that file in its ``worker-0.json``."""
     started = time.perf_counter()
+    index, cluster = task()
+    planner = Planner(spec.options())  # a bad spec fails here, before any TensorFlow work
+    (case,) = planner.cases()
+    if timeout:  # bounded: a peer lost mid-collective must not keep this process forever
+        watchdog = threading.Timer(timeout, os._exit, (WORKER_EXIT_TIMEOUT,))
+        watchdog.daemon = True
+        watchdog.start()
+    gpus = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH") if k in os.environ}
+    settings = " ".join(f"{k}={v}" for k, v in gpus.items()) or "no GPU settings"  # what the launcher gave it
+    print(f"worker {index} of {len(cluster)}: {settings}", flush=True)
+    strategy = _strategy(index, gpus.get("CUDA_VISIBLE_DEVICES", ""))
+    from tf2bench.suite.runner import run_case
+
+    run = planner.prepare(case)
+    info = run_case(run, rounds=functools.partial(_rounds, index), result=index == 0, case_id=case.id)
+    out.mkdir(parents=True, exist_ok=True)
+    record = _worker_record(run, out, index, cluster, strategy, gpus)
+    if index != 0:
+        _write_json(out / f"worker-{index}.json", record)
+        return record
+    info = {**info, "workers": len(cluster), "cluster": cluster, "spec": asdict(spec)}
+    if single_replica_samples_per_sec is not None:
+        info.update(scaling_record(info, single_replica_samples_per_sec))
+    header = {"source": "tf2bench.multiworker", "workers": len(cluster), "cluster": cluster}
+    path = save_run(planner, case, info, header, time.perf_counter() - started, Path(storage))
+    print(f"multi_worker: saved run {path}", flush=True)
+    _write_json(out / "worker-0.json", {**record, "run_file": str(path)})  # last: launch() reads the run from it
+    return info
+
+
+def task() -> tuple[int, list[str]]:
+    """This worker's index and the cluster's addresses, from ``TF_CONFIG``."""
     if "TF_CONFIG" not in os.environ:
         raise WorkerFailedError(
             "a multi_worker worker needs TF_CONFIG (cluster and task); see python -m tf2bench.multiworker"
         )
     config = json.loads(os.environ["TF_CONFIG"])
-    index, n = int(config["task"]["index"]), len(config["cluster"]["worker"])
-    if timeout:  # bounded: a peer lost mid-collective must not keep this process forever
-        watchdog = threading.Timer(timeout, os._exit, (WORKER_EXIT_TIMEOUT,))
-        watchdog.daemon = True
-        watchdog.start()
+    return int(config["task"]["index"]), list(config["cluster"]["worker"])
 
-    gpus = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH") if k in os.environ}
-    settings = " ".join(f"{k}={v}" for k, v in gpus.items()) or "no GPU settings"  # what the launcher gave it
-    print(f"worker {index} of {n}: {settings}", flush=True)
+
+def _strategy(index: int, cuda_visible_devices: str) -> Any:
+    """The MultiWorkerMirroredStrategy, first of any TensorFlow work (it starts this worker's collective server),
+    made the multi_worker loop's; the chief's MFU peak then ends its windows on its own devices too."""
     import tensorflow as tf
 
-    # The strategy first: it starts this worker's collective server before any other TensorFlow work.
+    from tf2bench.loops import distributed
+    from tf2bench.measure import peak
+
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    given, used = cuda_visible(gpus.get("CUDA_VISIBLE_DEVICES", "")), strategy.extended.worker_devices
+    given, used = cuda_visible(cuda_visible_devices), strategy.extended.worker_devices
     if given and len(given) != sum("GPU" in d for d in used):  # else a "GPU" run would quietly train elsewhere
         raise WorkerFailedError(
-            f"worker {index}: given {len(given)} GPU(s) (CUDA_VISIBLE_DEVICES={gpus['CUDA_VISIBLE_DEVICES']}) but "
+            f"worker {index}: given {len(given)} GPU(s) (CUDA_VISIBLE_DEVICES={cuda_visible_devices}) but "
             f"TensorFlow trains on {list(used)}: a CPU-only TensorFlow, or GPUs CUDA cannot open; "
             "--gpus-per-worker 0 runs CPU workers"
         )
-    from tf2bench.loops import distributed as distribute
-    from tf2bench.suite.runner import BenchmarkRun, run_case
-    from tf2bench.workloads import build, data, get_workload
-
-    distribute.set_worker_strategy(strategy)
-    workload = get_workload(spec.workload)
-    dataset = data.load(workload, spec.dataset, train_size=spec.train_size, test_size=spec.test_size)
-    cfg = RunConfig(
-        batch_size=spec.batch_size,
-        steps=spec.steps,
-        rounds=spec.rounds,
-        warmup_steps=spec.warmup_steps,
-        seed=spec.seed,
-        scaling=spec.scaling,
-    )
-    run = BenchmarkRun(workload, spec.api, "multi_worker", dataset, cfg)
-
-    def rounds(window: Any, n: int) -> None:  # after the warm-up: the test hook that kills a worker sits here
-        if os.environ.get(FAIL_ENV) == str(index):
-            print(f"worker {index}: {FAIL_ENV}={index}, exiting after warm-up", flush=True)
-            os._exit(17)
-        for _ in range(n):
-            window()
-
+    distributed.set_worker_strategy(strategy)
     if index == 0:
-        from tf2bench.measure import peak
-
         # sync_devices() fails in a worker (it also targets the peers' devices): the MFU peak's matmul windows end
         # on this worker's own devices' sync, as the loop's windows do.
-        peak.sync_devices = functools.partial(distribute.sync_local_devices, strategy)
-    info = run_case(run, rounds=rounds, record=index == 0, case_id=f"multi_worker-{spec.workload}-{spec.api}")
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
+        peak.sync_devices = functools.partial(distributed.sync_local_devices, strategy)
+    return strategy
+
+
+def _rounds(index: int, window: Any, n: int) -> None:
+    """The timed rounds, after the warm-up: where the test hook that kills a worker sits."""
+    if os.environ.get(FAIL_ENV) == str(index):
+        print(f"worker {index}: {FAIL_ENV}={index}, exiting after warm-up", flush=True)
+        os._exit(17)
+    for _ in range(n):
+        window()
+
+
+def _worker_record(run: Any, out: Path, index: int, cluster: list[str], strategy: Any, gpus: dict) -> dict[str, Any]:
+    """What every worker writes beside the run: its weights (``worker-<i>-weights.npz``, for checks across workers)
+    now, and the returned record (``worker-<i>.json``)."""
+    from tf2bench.workloads import build
+
+    weights = io.BytesIO()
+    np.savez(weights, *run.model.get_weights())
+    atomic_write(out / f"worker-{index}-weights.npz", weights.getvalue())
+    return {
         "task_index": index,
-        "workers": n,
+        "workers": len(cluster),
         "local_devices": list(strategy.extended.worker_devices),
         **{k.lower(): v for k, v in gpus.items()},
         "init_fingerprint": run.init_fingerprint,
@@ -232,38 +267,15 @@ def run_worker(
         "window_s": [w.seconds for w in run.windows],
         "train_loss": run.windows[-1].loss,
     }
-    weights = io.BytesIO()
-    np.savez(weights, *run.model.get_weights())
-    atomic_write(out / f"worker-{index}-weights.npz", weights.getvalue())  # for checks across workers
-    if index != 0:
-        _write_json(out / f"worker-{index}.json", record)
-        return record
-    info = {**info, "workers": n, "cluster": config["cluster"]["worker"], "spec": asdict(spec)}
-    if single_replica_samples_per_sec is not None:
-        info.update(scaling_record(info, single_replica_samples_per_sec))
-    path = _save_run(info, spec, time.perf_counter() - started, Path(storage))
-    print(f"multi_worker: saved run {path}", flush=True)
-    _write_json(out / "worker-0.json", {**record, "run_file": str(path)})  # last: launch() reads the run from it
-    return info
 
 
-def _save_run(info: dict[str, Any], spec: WorkerSpec, wall_s: float, storage: Path) -> Path:
-    """The chief's benchmark as a new numbered run under ``storage``: the document and the save of
-    ``tf2bench.benchmark(save=...)`` (pytest-benchmark's FileStorage, atomic, never over an earlier run)."""
-    from tf2bench.api import _benchmark_json, _run_json, _save
-    from tf2bench.suite.options import Case
+def save_run(
+    planner: Planner, case: Case, info: dict[str, Any], header: dict[str, Any], wall_s: float, storage: Path
+) -> Path:
+    """The chief's benchmark as a new numbered run under ``storage``: the run document every entry point writes
+    (tf2bench.saved.runfile), its header the options' plus ``header``."""
+    from tf2bench.suite.runner import machine_record
 
-    case = Case(repeat=0, seed=spec.seed, workload=info["workload"], api=spec.api, loop="multi_worker")
-    bench = _benchmark_json(case, info["window_s"], info, module="tf2bench.multiworker")  # window times: round data
-    record = {  # SuiteOptions.record's keys; no preset: the spec sets steps, rounds and sizes
-        "preset": "none",
-        "dataset": spec.dataset,
-        "repeat": 1,
-        "seeds": 1,
-        "wall_s": wall_s,
-        "harness_overhead": None,
-        "source": "tf2bench.multiworker",
-        "workers": info["workers"],
-        "cluster": info["cluster"],
-    }
-    return _save(_run_json([bench], record), storage)
+    bench = runfile.benchmark_json(case, info["window_s"], info, "tf2bench.multiworker")  # window times: round data
+    doc = runfile.run_json([bench], {**planner.options.run_header(wall_s), **header}, machine_record())
+    return runfile.save(doc, storage, runfile.default_tag())

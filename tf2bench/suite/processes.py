@@ -3,7 +3,7 @@
 What varies between processes (compiled code, thread placement, memory layout, the machine's state that minute)
 is averaged only by sampling processes; rounds of one process share it. So the parent trains nothing: it starts N
 worker processes one after another (``subprocess``: fresh interpreters, never forks), each running every benchmark
-of the selection with its share of the rounds (``suite.round_share``), so each benchmark's processes are spread
+of the selection with its share of the rounds (``suite.plan.round_share``), so each benchmark's processes are spread
 over the whole run and a slow minute hits one process's stretch of every loop alike. Worker 1 calibrates the
 windows; the later ones time the same windows (``calibration.json``). Each worker appends one JSON line per
 finished benchmark to ``process-K.jsonl`` (and its failures, and a last ``done`` line); the parent merges them into
@@ -68,7 +68,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def load_calibrations(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """The windows calibrated by earlier processes, as ``SuiteOptions.window_plan``'s cache."""
+    """The windows calibrated by earlier processes: a worker's ``Planner(calibrations=...)``."""
     path = Path(folder) / CALIBRATION_FILE
     if not path.is_file():
         return {}

@@ -34,8 +34,9 @@ SETTLE_TO = 16
 
 
 @dataclass(frozen=True)
-class Windows:
-    """How a benchmark's windows were sized (saved with it) and the budget that may cut its rounds."""
+class WindowSizing:
+    """How a benchmark's windows were sized (saved with it) and the budget that may cut its rounds
+    (tf2bench.suite.plan.Planner.windows decides it)."""
 
     source: str = "option"  # calibrated | preset | option (steps given) | epochs
     calibration: dict[str, Any] | None = None  # calibrate_case's record, the same for every loop of the case
@@ -65,10 +66,10 @@ class BenchmarkRun:
         loop: str,
         dataset: Dataset,
         config: RunConfig,
-        windows: Windows | None = None,
+        sizing: WindowSizing | None = None,
     ) -> None:
         self.workload, self.api, self.dataset, self.config = workload, api, dataset, config
-        self.sizing = windows or Windows(source="epochs" if config.epochs else "option")
+        self.sizing = sizing or WindowSizing(source="epochs" if config.epochs else "option")
         self.case_id = f"{workload.name}-{api}-{loop}-s{config.seed}"
         loop_cls = get_loop(loop)  # unknown names fail before any work
         sample = nest.take(dataset.x_train, slice(0, 2))
@@ -200,71 +201,87 @@ class BenchmarkRun:
         if self.first is None or not self.windows:
             raise RuntimeError("result() before warmup() and at least one window()")
         memory_record = self.memory.record()  # read before evaluation and the matmul peak allocate their own
-        n = self.steps_per_window
         samples = self.loop.samples_per_step
-        stats = window_stats([w.seconds for w in self.windows], [n] * len(self.windows), samples)
+        stats = window_stats([w.seconds for w in self.windows], [self.steps_per_window] * len(self.windows), samples)
+        return record.finish(
+            {**self._timing(stats), **self._quality(), **self._compute(stats), **self._environment(memory_record)}
+        )
+
+    def _timing(self, stats: Any) -> dict[str, Any]:
+        """The case, how long it trained and how fast: the timed windows' figures."""
+        return {
+            "workload": self.workload.name,
+            "api": self.api,
+            "loop": self.loop.name,
+            "loop_description": self.loop.description,
+            "dataset": dict(self.dataset.provenance),
+            "batch_size": self.config.batch_size,
+            "samples_per_step": self.loop.samples_per_step,
+            "steps": self.steps_per_window,
+            "rounds": len(self.windows),
+            "rounds_planned": self.rounds_planned,
+            "rounds_reason": self.rounds_reason,
+            "window_steps_source": self.sizing.source,
+            "calibration": self.sizing.calibration,
+            "warmup_steps": self.config.warmup_steps,
+            "settle_steps": self.settle_steps,
+            "steps_total": self.position,
+            "epochs": round(self.position / self.plan.steps_per_epoch, 4),
+            "seed": self.config.seed,
+            "jit_compile": self.config.jit_compile,
+            **stats.record(),  # samples_per_sec (min, max), cv, noisy, step_time_ms (p90)
+            "window_s": [w.seconds for w in self.windows],
+            "first_step_s": self.first.seconds,
+            "setup_s": statistics.median(w.setup_s for w in self.windows),
+            "build_s": self.setup_build_s,
+            "epoch_s": stats.window_s_median if self.config.epochs else None,
+            "traces": self.loop.trace_count(),
+        }
+
+    def _quality(self) -> dict[str, Any]:
+        """What it learned: losses, test accuracy, and the two tiers' inputs (analysis/equivalence.py): a compact image
+        of the weights before and after, the tolerance this loop's arithmetic allows, per-sample correctness."""
         if self.evaluation is None:
             self._evaluate()
         acc, loss, correct = self.evaluation
+        return {
+            "eval_steps": self.eval_steps,  # the steps trained when the test set was evaluated
+            "train_loss": self.windows[-1].loss,
+            "test_accuracy": acc,
+            "test_loss": loss,
+            "init_fingerprint": self.init_fingerprint,
+            "final_fingerprint": build.weights_fingerprint(self.model),
+            "init_weights": self.init_weights,
+            "weights_checkpoint": self.checkpoint,  # what the weight tier judges: {"step": n, "sketch", "norm"}
+            "weights": build.weights_image(self.model),  # final
+            "weight_tier": self.loop.weight_tier(build.random_layers(self.model)),
+            "test_samples": len(correct),
+            "test_correct": equivalence.pack_correct(correct),
+        }
+
+    def _compute(self, stats: Any) -> dict[str, Any]:
+        """Parameters, FLOPs and MFU: against the peak of the loop's own compute precision (bf16/fp16 for `mixed`),
+        measured once per dtype."""
         flops = build.flops_per_sample(self.workload)
-        # against the peak of the loop's own compute precision (bf16/fp16 for `mixed`), measured once per dtype
-        mfu = peak.mfu_record(flops.train if flops else None, stats.samples_per_sec, peak.compute_dtype(self.model))
-        setups = [w.setup_s for w in self.windows]
-        return record.finish(
-            {
-                "workload": self.workload.name,
-                "api": self.api,
-                "loop": self.loop.name,
-                "loop_description": self.loop.description,
-                "dataset": dict(self.dataset.provenance),
-                "batch_size": self.config.batch_size,
-                "samples_per_step": samples,
-                "steps": n,
-                "rounds": len(self.windows),
-                "rounds_planned": self.rounds_planned,
-                "rounds_reason": self.rounds_reason,
-                "window_steps_source": self.sizing.source,
-                "calibration": self.sizing.calibration,
-                "warmup_steps": self.config.warmup_steps,
-                "settle_steps": self.settle_steps,
-                "eval_steps": self.eval_steps,
-                "steps_total": self.position,
-                "epochs": round(self.position / self.plan.steps_per_epoch, 4),
-                "seed": self.config.seed,
-                "jit_compile": self.config.jit_compile,
-                **stats.record(),  # samples_per_sec (min, max), cv, noisy, step_time_ms (p90)
-                "window_s": [w.seconds for w in self.windows],
-                "first_step_s": self.first.seconds,
-                "setup_s": statistics.median(setups),
-                "build_s": self.setup_build_s,
-                "epoch_s": stats.window_s_median if self.config.epochs else None,
-                "traces": self.loop.trace_count(),
-                "train_loss": self.windows[-1].loss,
-                "test_accuracy": acc,
-                "test_loss": loss,
-                "params": build.param_count(self.model),
-                "flops_per_sample": flops.train if flops else None,
-                "flops_per_sample_forward": flops.forward if flops else None,
-                **mfu,  # gflops_per_sec, mfu (/ peak_gflops of peak_dtype), mfu_error, compute_dtype, peak_matmul_n
-                "init_fingerprint": self.init_fingerprint,
-                "final_fingerprint": build.weights_fingerprint(self.model),
-                # The two tiers of the verdicts (analysis/equivalence.py): a compact image of the weights before
-                # and after, the tolerance this loop's arithmetic allows, and per-sample correctness on the test set.
-                "init_weights": self.init_weights,
-                "weights_checkpoint": self.checkpoint,  # what the weight tier judges: {"step": n, "sketch", "norm"}
-                "weights": build.weights_image(self.model),  # final
-                "weight_tier": self.loop.weight_tier(build.random_layers(self.model)),
-                "test_samples": len(correct),
-                "test_correct": equivalence.pack_correct(correct),
-                "device": envinfo.device(),
-                **memory_record,  # peak_memory_bytes (device memory, every GPU), peak_memory (per device, or host)
-                "mixed_precision": self.config.mixed_precision,
-                **loss_scale_record(self.loop.ctx.optimizer),  # float16: the loss scale at the end
-                "profile": self.profile_summary,
-                **self.loop.info(),
-                **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
-            }
-        )
+        return {
+            "params": build.param_count(self.model),
+            "flops_per_sample": flops.train if flops else None,
+            "flops_per_sample_forward": flops.forward if flops else None,
+            # gflops_per_sec, mfu (/ peak_gflops of peak_dtype), mfu_error, compute_dtype, peak_matmul_n
+            **peak.mfu_record(flops.train if flops else None, stats.samples_per_sec, peak.compute_dtype(self.model)),
+        }
+
+    def _environment(self, memory_record: dict[str, Any]) -> dict[str, Any]:
+        """Where and how it ran: the device, its memory, the precision, the profile, the loop's own keys, versions."""
+        return {
+            "device": envinfo.device(),
+            **memory_record,  # peak_memory_bytes (device memory, every GPU), peak_memory (per device, or host)
+            "mixed_precision": self.config.mixed_precision,
+            **loss_scale_record(self.loop.ctx.optimizer),  # float16: the loss scale at the end
+            "profile": self.profile_summary,
+            **self.loop.info(),
+            **{k: envinfo.versions()[k] for k in ("tf_version", "keras_version")},
+        }
 
 
 Rounds = Callable[[Callable[[], float], int], None]
@@ -283,20 +300,20 @@ def run_case(
     profile_dir: Path | None = None,
     case_id: str = "",
     warn_stacklevel: int = 2,
-    record: bool = True,
+    result: bool = True,
 ) -> dict[str, Any] | None:
     """The one run sequence every entry point uses: warm-up -> timed rounds -> [profile window] -> evaluate -> record.
 
     ``rounds(window, n)`` runs the n timed windows: the suite hands them to pytest-benchmark (which times them on
     the windows' own clock), the Python API and the multi-worker chief just call them. A noisy result warns
-    (NoisyMeasurementWarning), the same way for every entry point. ``record=False`` stops after the rounds (a
-    multi-worker run's other workers train in lockstep with the chief, which alone records).
+    (NoisyMeasurementWarning), the same way for every entry point. ``result=False`` stops after the rounds (a
+    multi-worker run's other workers train in lockstep with the chief, which alone records the result).
     """
     run.warmup()
     rounds(run.window, run.rounds)
     if profile_dir is not None:
         run.profile(profile_dir)
-    if not record:
+    if not result:
         return None
     info = {**run.result(), "repeat": repeat}
     if info["noisy"]:
