@@ -14,7 +14,8 @@ import pytest
 from conftest import ROOT
 
 from tf2bench.errors import EXIT_DATA_UNAVAILABLE
-from tf2bench.saved.storage import atomic_write, make_run_saves_atomic
+from tf2bench.plugin.storage import RunStorage
+from tf2bench.saved.storage import atomic_write
 
 TESTS = os.path.dirname(__file__)
 
@@ -97,20 +98,28 @@ def test_corrupt_keras_cache_stops_the_run_with_the_data_exit_code(tmp_path, run
 
 
 def test_run_files_are_written_whole_and_never_overwritten(tmp_path, monkeypatch):
-    from pytest_benchmark.storage.file import FileStorage
-
+    """The suite's pytest-benchmark storage: its numbering and loading, saving through tf2bench.saved.runfile."""
     monkeypatch.chdir(tmp_path)  # pytest-benchmark names saved files relative to the working directory
-    storage = FileStorage(
-        Path("benchmarks"), logger=type("L", (), {"info": lambda self, m: None})(), default_machine_id="m"
-    )
-    make_run_saves_atomic(storage)
+    logged = []
+    logger = type("L", (), {"info": lambda self, m: logged.append(m)})()
+    storage = RunStorage(Path("benchmarks"), logger=logger, default_machine_id="m")
     storage.save({"benchmarks": [], "n": 1}, "first")
-    (first,) = (tmp_path / "benchmarks" / "m").glob("*.json")
+    folder = tmp_path / "benchmarks" / "m"
+    (first,) = folder.glob("*.json")
     assert first.name == "0001_first.json"
     assert json.loads(first.read_text())["n"] == 1
     storage.save({"benchmarks": [], "n": 2}, "second")
-    assert sorted(p.name for p in (tmp_path / "benchmarks" / "m").iterdir()) == ["0001_first.json", "0002_second.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["0001_first.json", "0002_second.json"]
+    (folder / "0007_other.json").write_text('{"benchmarks": []}')  # a run saved by pytest-benchmark itself
+    storage.save({"benchmarks": [], "n": 3}, "third")  # numbered after it, never over it
+    assert logged[-1] == f"Saved benchmark data in: {folder / '0008_third.json'}"
+    assert [doc.get("n") for _, doc in storage.load()] == [1, 2, None, 3]  # read back as pytest-benchmark reads
     with pytest.raises(FileExistsError):
         atomic_write(first, b"{}", overwrite=False)
     assert json.loads(first.read_text())["n"] == 1  # untouched
-    assert not list((tmp_path / "benchmarks" / "m").glob(".*.tmp"))  # no temporary files left behind
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "0001_first.json",
+        "0002_second.json",
+        "0007_other.json",
+        "0008_third.json",
+    ]  # no temporary file or number claim left behind

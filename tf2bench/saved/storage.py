@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 # Where everything generated goes, relative to the working directory (the suite: pytest's rootdir). Named once.
 RESULTS = Path("results")
@@ -35,22 +34,3 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = True) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def make_run_saves_atomic(storage: Any) -> None:
-    """Make a pytest-benchmark FileStorage write its run file atomically and never overwrite.
-
-    pytest-benchmark 5.x opens the numbered file and writes into it; a run killed in that
-    moment would leave half a JSON behind. Its numbering and naming are kept as they are.
-    """
-    from pytest_benchmark.utils import safe_dumps
-
-    if not hasattr(storage, "_next_num") or not hasattr(storage, "get"):
-        return  # not a file storage (e.g. elasticsearch): leave it alone
-
-    def save(output_json: dict, save: str) -> None:
-        path = Path(storage.get(f"{storage._next_num}_{save}.json"))
-        atomic_write(path, safe_dumps(output_json, ensure_ascii=True, indent=4).encode(), overwrite=False)
-        storage.logger.info(f"Saved benchmark data in: {path}")
-
-    storage.save = save
