@@ -112,52 +112,53 @@ def launch(
     out.mkdir(parents=True, exist_ok=True)
     for i in range(workers):  # a chief's record left from an earlier launch must not name its run as this one's
         (out / f"worker-{i}.json").unlink(missing_ok=True)
-    cluster = [f"127.0.0.1:{p}" for p in free_ports(workers)]
+    envs = worker_environments(base_env, [f"127.0.0.1:{p}" for p in free_ports(workers)], gpus, gpus_per_worker)
+    argv = [*spec.argv(), "--out", str(out), "--timeout", str(timeout + 30)]  # the workers' own watchdog: a backstop
+    argv += ["--storage", str(Path(storage).absolute())]  # the one the chief saves in, whatever its cwd
+    if single_replica_samples_per_sec is not None:
+        argv += ["--single-replica-samples-per-sec", repr(float(single_replica_samples_per_sec))]
     procs: list[subprocess.Popen] = []
     logs = [out / f"worker-{i}.log" for i in range(workers)]
-    envs = worker_environments(base_env, cluster, gpus, gpus_per_worker)
-    worker_timeout = str(timeout + 30)  # the workers' own watchdog: a backstop should this launcher die
-    chief_args = ["--storage", str(Path(storage).absolute())]  # the one the chief saves in, whatever its cwd
-    if single_replica_samples_per_sec is not None:
-        chief_args += ["--single-replica-samples-per-sec", repr(float(single_replica_samples_per_sec))]
     try:
-        for i in range(workers):
-            with open(logs[i], "w") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "tf2bench.multiworker", "worker", *spec.argv(), "--out", str(out)]
-                        + ["--timeout", worker_timeout, *chief_args],
-                        env=envs[i],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        deadline = time.monotonic() + timeout
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [(i, c) for i, c in enumerate(codes) if c is not None and c != 0]
-            if failed:
-                i, code = failed[0]
-                raise WorkerFailedError(
-                    f"multi_worker: worker {i} of {workers} exited with code {code}; stopped the others. "
-                    f"Its log ({logs[i]}) ends:\n{_tail(logs[i])}"
-                )
-            if all(c == 0 for c in codes):
-                break
-            if time.monotonic() > deadline:
-                running = [i for i, c in enumerate(codes) if c is None]
-                raise WorkerFailedError(
-                    f"multi_worker: workers {running} still running after {timeout:.0f} s; killed them. "
-                    f"Worker {running[0]}'s log ends:\n{_tail(logs[running[0]])}"
-                )
-            time.sleep(0.2)
+        for log, worker_env in zip(logs, envs, strict=True):
+            with open(log, "w") as f:
+                command = [sys.executable, "-m", "tf2bench.multiworker", "worker", *argv]
+                procs.append(subprocess.Popen(command, env=worker_env, stdout=f, stderr=subprocess.STDOUT))
+        _wait(procs, logs, timeout)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
         for p in procs:
             p.wait()
-    chief = out / "worker-0.json"
+    return _chief_result(out / "worker-0.json")
+
+
+def _wait(procs: list[subprocess.Popen], logs: list[Path], timeout: float) -> None:
+    """Until every worker exits 0; WorkerFailedError at the first that fails, or when ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [(i, c) for i, c in enumerate(codes) if c is not None and c != 0]
+        if failed:
+            i, code = failed[0]
+            raise WorkerFailedError(
+                f"multi_worker: worker {i} of {len(procs)} exited with code {code}; stopped the others. "
+                f"Its log ({logs[i]}) ends:\n{_tail(logs[i])}"
+            )
+        if all(c == 0 for c in codes):
+            return
+        if time.monotonic() > deadline:
+            running = [i for i, c in enumerate(codes) if c is None]
+            raise WorkerFailedError(
+                f"multi_worker: workers {running} still running after {timeout:.0f} s; killed them. "
+                f"Worker {running[0]}'s log ends:\n{_tail(logs[running[0]])}"
+            )
+        time.sleep(0.2)
+
+
+def _chief_result(chief: Path) -> dict[str, Any]:
+    """The saved benchmark's record, read back from the run the chief's record names, plus ``run_file``."""
     run_file = json.loads(chief.read_text()).get("run_file") if chief.exists() else None
     if not run_file:
         raise WorkerFailedError(f"multi_worker: every worker exited 0 but the chief saved no run (see {chief})")
