@@ -87,24 +87,24 @@ def main() -> None:
 
     from tf2bench.measure import envinfo
     from tf2bench.suite.options import parse_options
+    from tf2bench.suite.plan import Planner
     from tf2bench.suite.runner import BenchmarkRun
-    from tf2bench.workloads import data, get_workload
+    from tf2bench.workloads import get_workload
 
     started = time.perf_counter()
     raw = {"workload": args.workload, "api": args.api, "loop": args.loops, "preset": args.preset}
     opts = parse_options({**raw, "rounds": args.rounds, "seed": "0", "dataset": args.dataset}, environ={})
+    planner = Planner(opts)
     workload = get_workload(args.workload)
-    train, test = opts.sizes(args.workload)
-    dataset = data.load(workload, opts.dataset, train_size=train, test_size=test)
+    dataset = planner.dataset(args.workload)
     returned, done = async_is_real()
-    cache: dict = {}
     runs: dict[tuple[str, str], BenchmarkRun] = {}
-    for case in opts.cases():
-        config, windows = opts.window_plan(case.workload, case.api, case.seed, dataset, cache)
+    for case in planner.cases():
+        config, sizing = planner.windows(case.workload, case.api, case.seed)
         for mode in MODES:
             set_mode(mode)
             try:
-                runs[case.loop, mode] = run = BenchmarkRun(workload, case.api, case.loop, dataset, config, windows)
+                runs[case.loop, mode] = run = BenchmarkRun(workload, case.api, case.loop, dataset, config, sizing)
                 run.warmup()
             finally:
                 set_mode("sync")

@@ -74,7 +74,7 @@ def main() -> None:
     from tf2bench.loops import RunConfig
     from tf2bench.measure import envinfo
     from tf2bench.suite.calibration import calibrate_case
-    from tf2bench.suite.runner import SETTLE_TO, BenchmarkRun, Windows
+    from tf2bench.suite.runner import SETTLE_TO, BenchmarkRun, WindowSizing
     from tf2bench.workloads import data
 
     started = time.perf_counter()
@@ -89,8 +89,8 @@ def main() -> None:
     fixed_untimed = RunConfig(steps=args.fixed_steps, rounds=args.rounds, warmup_steps=SETTLE_TO)
     runs = {}
     for loop in LOOPS:
-        runs[loop, "fixed"] = BenchmarkRun(MLP, api, loop, dataset, fixed_untimed, Windows(source="option"))
-        runs[loop, "calibrated"] = BenchmarkRun(MLP, api, loop, dataset, cal_cfg, Windows("calibrated", cal))
+        runs[loop, "fixed"] = BenchmarkRun(MLP, api, loop, dataset, fixed_untimed, WindowSizing(source="option"))
+        runs[loop, "calibrated"] = BenchmarkRun(MLP, api, loop, dataset, cal_cfg, WindowSizing("calibrated", cal))
     for run in runs.values():
         run.warmup()
     for _ in range(args.rounds):  # interleaved: fixed and calibrated of every loop, round after round

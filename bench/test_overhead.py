@@ -11,7 +11,8 @@ on this CPU, so the same few microseconds are 0.02 % of a CIFAR-100 step on a CP
 (the check would fail on the device the harness is for; a note says when the share passes 1 %). The paired
 figure, with its noise, is reported and not asserted (a warning when far outside its noise). The windows are the
 case's calibrated windows (the preset's minimum time), as every benchmark's. The figures go into the saved run's
-``tf2bench`` record (``harness_overhead``) and the terminal summary. Runs when ``tf_function`` is selected.
+``tf2bench`` record (``harness_overhead``) and the terminal summary. Runs when ``tf_function`` is selected, once
+per run: with ``--processes N`` in worker process 1 (the others skip it, saying so).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import pytest
 from tf2bench import nest
 from tf2bench.errors import NoisyMeasurementWarning
 from tf2bench.measure.timing import sync_devices
-from tf2bench.pytest_plugin import CALIBRATION_KEY, OVERHEAD_KEY, say
-from tf2bench.suite.runner import BenchmarkRun
+from tf2bench.suite.options import Case
 from tf2bench.workloads import get_workload
 
 MAX_OVERHEAD = 0.01  # the paired figure's reference line (reported, with a warning far beyond its noise)
@@ -67,18 +67,19 @@ def noop_step(x: Any, y: Any) -> float:
     return 0.0
 
 
-def test_harness_overhead(suite, datasets, pytestconfig):
+def test_harness_overhead(tf2bench_session):
+    session, suite = tf2bench_session, tf2bench_session.options
+    if session.process > 1:  # --processes N: a cost of the harness, not of a process; measured once
+        pytest.skip(f"the harness overhead is measured once per run, in worker process 1 of {session.processes}")
     if "tf_function" not in suite.loops:
         pytest.skip("the harness overhead is measured on the tf_function loop: select --loop tf_function")
     workload = "cifar100" if "cifar100" in suite.workloads else suite.workloads[0]
     api = next(a for a in ("functional", *suite.apis) if a in suite.apis and a in get_workload(workload).models)
-    config, windows = suite.window_plan(
-        workload, api, suite.seed, datasets(workload), pytestconfig.stash[CALIBRATION_KEY], say
-    )  # the same calibrated windows as the case's benchmarks (calibrated once per workload and API)
-    run = BenchmarkRun(get_workload(workload), api, "tf_function", datasets(workload), config, windows)
+    # the same calibrated windows as the case's benchmarks (calibrated once per workload and API)
+    run = session.planner.prepare(Case(0, suite.seed, workload, api, "tf_function"))
     run.steps_per_window = steps = max(run.steps_per_window, MIN_STEPS)
     run.warmup()
-    batch, step = config.batch_size, run.loop.step
+    batch, step = run.config.batch_size, run.loop.step
 
     harness, bare, calls = [], [], []
 
@@ -136,7 +137,7 @@ def test_harness_overhead(suite, datasets, pytestconfig):
     # 12 ratios past any bound its own standard error allows (it failed once on an Intel machine and passed on
     # the rerun). Far outside its noise, it earns a warning, which pyproject shows and never makes fatal.
     record["paired_outside_noise"] = overhead > MAX_OVERHEAD + 2 * noise  # beyond the limit by > 2 standard errors
-    pytestconfig.stash[OVERHEAD_KEY] = record
+    session.overhead = record  # saved in the run's tf2bench.harness_overhead, shown in the summary
     if record["paired_outside_noise"]:
         warnings.warn(
             NoisyMeasurementWarning(

@@ -1,6 +1,9 @@
 """The suite: every workload x model API x training loop, timed by pytest-benchmark.
 
-The test lives in tf2bench.pytest_plugin, so that any repository runs it the same way.
+Written as any repository writes it: the tf2bench plugin (registered when tf2bench is installed) parametrizes the
+test by the cases the options select (--workload, --api, --loop, --seed, --seeds, --repeat, ...).
 """
 
-from tf2bench.pytest_plugin import test_train  # noqa: F401
+
+def test_train(tf2bench_case):
+    tf2bench_case()

@@ -115,9 +115,18 @@ def run_pytest_bench(
     *args: str, cwd: Path = ROOT, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run the suite as a user would, in a subprocess."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return run_pytest("bench", *args, cwd=cwd, timeout=timeout, env=env)
+
+
+def run_pytest(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m pytest ARGS`` in ``cwd`` (the suite, or a user's repository), in a subprocess, without the
+    TF2BENCH_* variables of this environment (each of them would switch tf2bench on)."""
+    own = {k: v for k, v in os.environ.items() if not k.startswith("TF2BENCH_")}
+    env = {**own, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

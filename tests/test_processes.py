@@ -189,7 +189,7 @@ def test_two_processes_save_one_run_with_each_round_tagged(tmp_path, run_bench):
     storage = tmp_path / "benchmarks"
     result = run_bench(
         "-p", "fault_plugin", "--preset", "smoke", "--workload", "mnist", "--api", "functional",
-        "--loop", "fit,fault_nan,tf_data", "--rounds", "4", "--processes", "2", "--benchmark-autosave",
+        "--loop", "fit,fault_nan,tf_function", "--rounds", "4", "--processes", "2", "--benchmark-autosave",
         f"--benchmark-storage=file://{storage}", env={"PYTHONPATH": str(Path(__file__).parent)},
     )  # fmt: skip
     out = result.stdout + result.stderr
@@ -198,7 +198,7 @@ def test_two_processes_save_one_run_with_each_round_tagged(tmp_path, run_bench):
     assert "2 passed, 1 failed" in out or "1 failed, 2 passed" in out
     (saved,) = storage.glob("*/*.json")  # one ordinary run, the survivors in it
     doc = json.loads(saved.read_text())
-    assert [b["extra_info"]["loop"] for b in doc["benchmarks"]] == ["fit", "tf_data"]
+    assert [b["extra_info"]["loop"] for b in doc["benchmarks"]] == ["fit", "tf_function"]
     for bench in doc["benchmarks"]:
         info = bench["extra_info"]
         assert info["processes"] == [1, 2]
@@ -212,7 +212,13 @@ def test_two_processes_save_one_run_with_each_round_tagged(tmp_path, run_bench):
     assert "p2/2 [" in out
     assert "2 worker processes, one after another" in out
     assert "over 4 rounds of 2 processes, between them" in out
-    assert "run in the worker processes only: bench/test_overhead.py::test_harness_overhead" in out
+    # the harness overhead, a cost of the harness and not of a process, is measured once: in worker 1
+    assert doc["tf2bench"]["harness_overhead"]["process"] == 1
+    assert "; measured in worker process 1 of 2: harness" in out
+    assert (
+        "run in the worker processes only: bench/test_overhead.py::test_harness_overhead (skipped in process 2: the "
+        "harness overhead is measured once per run, in worker process 1 of 2)"
+    ) in out
 
 
 @pytest.mark.slow

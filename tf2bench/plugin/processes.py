@@ -1,48 +1,53 @@
-"""The pytest side of ``--processes N`` (tf2bench.suite.processes): the parent that merges, and the worker that records.
+"""The pytest side of ``--processes N`` (tf2bench.suite.processes): the parent that merges, the worker that records.
 
 The parent (``pytest bench --processes 3``) trains nothing. At its first benchmark it runs the workers, each
 ``python -m pytest`` with the parent's own arguments (the same selection, plugins and options) and
-``TF2BENCH_PROCESS=k/N``; its ``test_train`` then hands pytest-benchmark the merged rounds of its case (on the
-windows' own clock, as always), so the run is saved as one ordinary numbered file. Tests other than the
-benchmarks (``bench/test_overhead.py``) run in the workers only; the parent reports their outcome. A worker saves
-nothing itself: it appends each finished benchmark's record to its events file (tf2bench.suite.processes), writes one
-``done`` line at its end, and times the windows the first worker calibrated.
+``TF2BENCH_PROCESS=k/N``; each of its ``tf2bench_case`` benchmarks then hands pytest-benchmark the merged rounds of
+its case (on the windows' own clock, as always), so the run is saved as one ordinary numbered file. Tests other
+than the benchmarks (bench/test_overhead.py) run in the workers only, and the parent reports their outcome; a test
+that measures something once per run (the harness overhead) runs in worker 1 and skips in the others. A worker
+saves nothing itself: it appends each finished benchmark's record to its events file (tf2bench.suite.processes),
+writes one ``done`` line at its end, and times the windows the first worker calibrated.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tf2bench.measure.timing import BENCH_CLOCK
 from tf2bench.suite import processes
-from tf2bench.suite.options import SuiteOptions
 
 PARENT = "tf2bench-processes-parent"
 WORKER = "tf2bench-processes-worker"
+SAVING = (("benchmark_autosave", None), ("benchmark_save", None), ("benchmark_json", None), ("benchmark_compare", []),
+          ("benchmark_compare_fail", None), ("benchmark_histogram", []), ("benchmark_csv", []))  # fmt: skip
 
 
-def configure(config: pytest.Config, opts: SuiteOptions, say: Any, calibration_key: Any, overhead_key: Any) -> Any:
-    """Register the parent's or the worker's part (nothing for a run in one process); returns the options to use."""
-    if opts.process:
+def ours(item: pytest.Item) -> bool:
+    """A tf2bench benchmark (a test using the tf2bench_case fixture)."""
+    return "tf2bench_case" in getattr(item, "fixturenames", ())
+
+
+def configure(config: pytest.Config, session: Any) -> Parent | None:
+    """At configure: register the worker's part (and turn its saving off) or the parent's; returns the parent."""
+    if session.process:
         if not os.environ.get(processes.DIR_ENV):
             raise pytest.UsageError(f"a worker process needs {processes.DIR_ENV}: tf2bench.suite.processes sets both")
         folder = Path(os.environ[processes.DIR_ENV])
-        config.stash[calibration_key].update(processes.load_calibrations(folder))
-        for name, off in (("benchmark_autosave", None), ("benchmark_save", None), ("benchmark_json", None),
-                          ("benchmark_compare", []), ("benchmark_compare_fail", None), ("benchmark_histogram", []),
-                          ("benchmark_csv", [])):  # fmt: skip
-            setattr(config.option, name, off)  # the parent saves the run: a worker's rounds go to its events file
-        config.pluginmanager.register(Worker(folder, opts.process, overhead_key), WORKER)
-        return replace(opts, profile=opts.profile and opts.process == 1)  # one profile per benchmark: the first's
-    if opts.processes > 1:
-        config.pluginmanager.register(Parent(config, opts, say), PARENT)
-    return opts
+        session.calibrations.update(processes.load_calibrations(folder))  # the first worker's windows
+        for name, off in SAVING:  # the parent saves the run: a worker's rounds go to its events file
+            setattr(config.option, name, off)
+        config.pluginmanager.register(Worker(folder, session), WORKER)
+        return None
+    if session.processes > 1:
+        parent = Parent(config, session)
+        config.pluginmanager.register(parent, PARENT)
+        return parent
+    return None
 
 
 def _short(report: pytest.TestReport) -> str:
@@ -56,19 +61,18 @@ def _short(report: pytest.TestReport) -> str:
 class Worker:
     """One worker process of a --processes run: every finished benchmark's record, and its failures, to the file."""
 
-    def __init__(self, folder: Path, process: int, overhead_key: Any) -> None:
-        self.folder, self.process, self.overhead_key = folder, process, overhead_key
+    def __init__(self, folder: Path, session: Any) -> None:
+        self.folder, self.session, self.process = folder, session, session.process
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
         report = yield
-        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
-        case_id = getattr(case, "id", None)
-        if report.when == "call" and report.passed and case_id is not None:
+        key = item.nodeid if ours(item) else None  # the parent's benchmark of the same node takes its records
+        if report.when == "call" and report.passed and key is not None:
             info = dict(item.funcargs["benchmark"].extra_info)
-            processes.append_event(self.folder, self.process, {"event": "case", "case": case_id, "info": info})
+            processes.append_event(self.folder, self.process, {"event": "case", "case": key, "info": info})
         elif report.failed or (report.skipped and report.when != "teardown"):
-            event = {"event": "failed" if report.failed else "skipped", "nodeid": item.nodeid, "case": case_id}
+            event = {"event": "failed" if report.failed else "skipped", "nodeid": item.nodeid, "case": key}
             processes.append_event(self.folder, self.process, {**event, "message": _short(report)})
         return report
 
@@ -76,27 +80,29 @@ class Worker:
         from tf2bench.suite.runner import machine_record
 
         done = {"event": "done", "exitstatus": int(exitstatus), "machine": machine_record()}
-        done["harness_overhead"] = session.config.stash.get(self.overhead_key, None)
+        overhead = self.session.overhead
+        done["harness_overhead"] = {**overhead, "process": self.process} if overhead else None  # who measured it
         processes.append_event(self.folder, self.process, done)
 
 
 def _echo(line: str) -> bool:
     """A worker's progress line (``[3/10, ...] mnist ...``) or a tf2bench notice: shown by the parent."""
-    return line.startswith("tf2bench:") or (line.startswith("[") and line[1:2].isdigit())
+    text = line.lstrip(".sFExX")  # pytest -q writes each test's outcome letter on the line these follow
+    return text.startswith("tf2bench:") or (text.startswith("[") and text[1:2].isdigit())
 
 
 class Parent:
     """The parent of a --processes run: runs the workers once, and knows what they left."""
 
-    def __init__(self, config: pytest.Config, opts: SuiteOptions, say: Any) -> None:
-        self.config, self.opts, self.say = config, opts, say
+    def __init__(self, config: pytest.Config, session: Any) -> None:
+        self.config, self.session = config, session
         self.done: processes.Processes | None = None
         self.elsewhere: list[str] = []  # tests the workers run and the parent does not
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        others = [item for item in items if "case" not in getattr(item, "fixturenames", ())]
+        others = [item for item in items if not ours(item)]
         if others:
-            items[:] = [item for item in items if item not in others]
+            items[:] = [item for item in items if ours(item)]
             config.hook.pytest_deselected(items=others)
             self.elsewhere = [item.nodeid for item in others]
 
@@ -113,21 +119,57 @@ class Parent:
                 return [sys.executable, "-m", "pytest", *args, *extra]
 
             def echo(line: str) -> bool:  # notices once (from the first worker that says them), progress from all
-                if line.startswith("tf2bench:"):
-                    new = line not in seen
-                    seen.add(line)
+                text = line.lstrip(".sFExX")
+                if text.startswith("tf2bench:"):
+                    new = text not in seen
+                    seen.add(text)
                     return new
                 return _echo(line)
 
-            self.done = processes.run(self.opts.processes, command, cwd=params.dir, say=self.say, echo=echo)
+            n = self.session.processes
+            self.done = processes.run(n, command, cwd=params.dir, say=self.session.say, echo=echo)
         return self.done
+
+    def merged(self, nodeid: str, case: Any, trace_dir: Path | None) -> dict[str, Any]:
+        """The record of ``case`` merged from every worker that finished it (skipped or failed, with the workers'
+        reasons, when none did); one line says so."""
+        done = self.results(trace_dir)
+        info = done.merged(nodeid)
+        if info is None:
+            found = done.problems.get(nodeid, [])
+            why = "; ".join(f"process {p}: {message}" for p, _, message in found) or "no worker process finished it"
+            if found and all(kind == "skipped" for _, kind, _ in found):
+                pytest.skip(why)
+            pytest.fail(why, pytrace=False)
+        spread = processes.process_spread(info)
+        between = f", between them ±{100 * spread:.1f}%" if spread is not None else ""
+        self.session.say(
+            f"merged {case.workload:>8} {case.api:<11} {case.loop:<11} {info['samples_per_sec']:9.0f} samples/s "
+            f"±{100 * info['cv']:4.1f}% over {len(info['rounds_process'])} rounds of {len(info['processes'])} "
+            f"processes{between}  [r{case.repeat} s{case.seed}]"
+        )
+        return info
+
+    def harness_overhead(self) -> dict[str, Any] | None:
+        return self.done.harness_overhead if self.done is not None else None
+
+    def machine(self) -> dict[str, Any] | None:
+        """machine_info's tf2bench part as the workers measured it (the parent measures nothing), or None."""
+        return self.done.machine if self.done is not None else None
 
     @pytest.hookimpl(trylast=True)
     def pytest_benchmark_update_json(self, config: pytest.Config, benchmarks: list, output_json: dict) -> None:
         if self.done is not None:
-            run = output_json.setdefault("tf2bench", {})
-            run["processes"] = self.done.record()
-            run["harness_overhead"] = run.get("harness_overhead") or self.done.harness_overhead
+            output_json.setdefault("tf2bench", {})["processes"] = self.done.record()
+
+    def skips(self, nodeid: str) -> str:
+        """``nodeid`` and the processes that skipped it, by reason (a test measured once, in worker 1, says so)."""
+        by_reason: dict[str, list[str]] = {}
+        for p, kind, message in self.done.problems.get(nodeid, []) if self.done else []:
+            if kind == "skipped":
+                by_reason.setdefault(message, []).append(str(p))
+        notes = [f"skipped in process {', '.join(ps)}: {why}" for why, ps in by_reason.items()]
+        return f"{nodeid} ({'; '.join(notes)})" if notes else nodeid
 
     def failures(self) -> list[str]:
         """Tests that failed in a worker (the benchmarks' failures in every process the parent reports itself)."""
@@ -165,7 +207,7 @@ class Parent:
                 f"{100 * mid:.1f}%, largest {100 * top:.1f}% ({worst})"
             )
         if self.elsewhere:
-            tr.write_line(f"run in the worker processes only: {', '.join(self.elsewhere)}")
+            tr.write_line(f"run in the worker processes only: {', '.join(self.skips(n) for n in self.elsewhere)}")
         for line in self.failures():
             tr.write_line(f"FAILED {line}")
 
@@ -179,47 +221,11 @@ class Parent:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the run is saved, and says what it lacks
 
 
-def parent(config: pytest.Config) -> Parent | None:
-    return config.pluginmanager.get_plugin(PARENT)
-
-
-def record_case(config: pytest.Config, case: Any, benchmark: Any, trace_dir: Path | None) -> dict[str, Any]:
-    """The parent's benchmark of ``case``: the merged rounds of every worker that finished it, recorded by
-    pytest-benchmark on the windows' own clock, and the merged record as its extra_info; one line says so."""
-    p = parent(config)
-    done = p.results(trace_dir)
-    info = done.merged(case.id)
-    if info is None:
-        found = done.problems.get(case.id, [])
-        why = "; ".join(f"process {p}: {message}" for p, _, message in found) or "no worker process finished it"
-        if found and all(kind == "skipped" for _, kind, _ in found):
-            pytest.skip(why)
-        pytest.fail(why, pytrace=False)
-    seconds = iter(info["window_s"])
-    benchmark.group = f"{case.workload}-{case.api}"
-    benchmark.pedantic(lambda: BENCH_CLOCK.advance(next(seconds)), rounds=len(info["window_s"]), iterations=1)
-    benchmark.extra_info.update(info)
-    spread = processes.process_spread(info)
-    between = f", between them ±{100 * spread:.1f}%" if spread is not None else ""
-    p.say(
-        f"merged {case.workload:>8} {case.api:<11} {case.loop:<11} {info['samples_per_sec']:9.0f} samples/s "
-        f"±{100 * info['cv']:4.1f}% over {len(info['rounds_process'])} rounds of {len(info['processes'])} "
-        f"processes{between}  [r{case.repeat} s{case.seed}]"
-    )
-    return info
-
-
-def machine(config: pytest.Config) -> dict[str, Any] | None:
-    """machine_info's tf2bench part as the workers measured it (the parent measures nothing), or None."""
-    p = parent(config)
-    return p.done.machine if p is not None and p.done is not None else None
-
-
-def describe_peak(config: pytest.Config, dtype: str) -> str:
+def describe_peak(parent: Parent | None, dtype: str) -> str:
     """The summary's peak line for ``dtype``: the workers' measurement in a parent, else this process's."""
     from tf2bench.measure import peak
 
-    found = ((machine(config) or {}).get("peaks") or {}).get(dtype)
+    found = (((parent.machine() if parent else None) or {}).get("peaks") or {}).get(dtype)
     if found:
         return peak.Peak(**{**found, "probes": tuple(tuple(p) for p in found.get("probes", ()))}).describe()
     return peak.peak(dtype).describe()
