@@ -194,3 +194,42 @@ def test_benchmark_ignores_the_environment_and_still_takes_variants(monkeypatch,
             tf2bench.benchmark("mnist", variants=["fit"])
     assert caught.value.args[0].loops == ("fit",)
     assert caught.value.args[0].steps is None
+
+
+def build_mlp():
+    import keras
+
+    layers = [keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax")]
+    return keras.Sequential([keras.Input((6,)), *layers])
+
+
+def tabular():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=320)
+    x = (np.eye(3, 6)[y] + rng.normal(scale=0.5, size=(320, 6))).astype("float32")
+    return (x[:256], y[:256]), (x[256:], y[256:])
+
+
+@pytest.mark.slow
+def test_benchmark_runs_with_the_suite_s_options_from_python(tmp_path):
+    """seeds, repeat, warm-up steps and a profile window, end to end: the cases in the suite's order, each record
+    with what was asked, each profile in the run's trace directory."""
+    import json
+    from pathlib import Path
+
+    mlp = tf2bench.Workload(name="plan_mlp", model=build_mlp, data=tabular, loss="sparse_categorical_crossentropy")
+    df = tf2bench.benchmark(
+        mlp, ["tf_function"], steps=3, rounds=2, warmup_steps=2, seeds=2, repeat=2, profile=True, profile_steps=2,
+        trace_dir=tmp_path / "traces", save=tmp_path / "benchmarks",
+    )  # fmt: skip
+    assert df["error"].isna().all(), df["error"].tolist()
+    infos = [b["extra_info"] for b in json.loads(Path(df.attrs["path"]).read_text())["benchmarks"]]
+    assert [(i["repeat"], i["seed"]) for i in infos] == [(0, 0), (0, 1), (1, 0), (1, 1)]  # repeat-major
+    sizes = {(i["warmup_steps"], i["steps"], i["rounds"], i["window_steps_source"]) for i in infos}
+    assert sizes == {(2, 3, 2, "option")}
+    (run_dir,) = (tmp_path / "traces").iterdir()  # one trace directory for the run
+    names = [f"plan_mlp-model-tf_function{r}-s{s}" for r in ("", "-r1") for s in (0, 1)]  # seeds > 1: each named
+    assert [Path(i["profile"]["trace_dir"]) for i in infos] == [run_dir / n for n in names]
+    assert all(i["profile"]["steps"] == 2 for i in infos)
