@@ -1,3 +1,13 @@
-"""Collects the suite's benchmark, one per (workload, api, loop) the options select."""
+"""This repository's benchmark: my model through the training loops the options select (``--loop``, ``--api``,
+``--repeat``, ...). tf2bench's pytest plugin registers itself when tf2bench is installed: no conftest.py.
 
-from tf2bench.pytest_plugin import test_train  # noqa: F401
+    pytest --benchmark-autosave
+"""
+
+import pytest
+from my_model import workload
+
+
+@pytest.mark.tf2bench(workload=workload)
+def test_my_model(tf2bench_case):
+    tf2bench_case()
