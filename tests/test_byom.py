@@ -14,8 +14,9 @@ import tf2bench
 from tf2bench.analysis import runs
 from tf2bench.errors import BadInputError
 from tf2bench.loops import LOOPS, RunConfig
+from tf2bench.registry import Registry
 from tf2bench.suite.runner import BenchmarkRun
-from tf2bench.workloads import WORKLOADS, Workload, data, load_spec
+from tf2bench.workloads import Workload, data, load_spec
 
 DEFAULT_LOOPS = [v for v in LOOPS.names() if not LOOPS.get(v).opt_in]
 
@@ -228,19 +229,19 @@ def test_specs_import_and_register_a_workload(tmp_path, monkeypatch):
         "from test_byom import MLP as workload\nnot_a_workload = 3\n", encoding="utf-8"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        assert load_spec("myspecs:workload") is MLP
-        assert load_spec("myspecs:workload") is MLP  # twice is fine
-        for spec, message in [
-            ("myspecs", "must look like 'package.module:attribute'"),
-            ("nosuchmodule:w", "cannot import 'nosuchmodule'"),
-            ("myspecs:nope", "has no 'nope'; workloads in it: workload"),
-            ("myspecs:not_a_workload", "is a int, not a tf2bench.Workload"),
-        ]:
-            with pytest.raises(BadInputError, match=message):
-                load_spec(spec)
-    finally:
-        WORKLOADS.unregister("byom_mlp")
+    fresh = Registry("workload")  # registrations land here for this test; the process's registry is left alone
+    monkeypatch.setattr("tf2bench.workloads.workload.WORKLOADS", fresh)
+    assert load_spec("myspecs:workload") is MLP
+    assert fresh.get("byom_mlp") is MLP  # registered
+    assert load_spec("myspecs:workload") is MLP  # twice is fine
+    for spec, message in [
+        ("myspecs", "must look like 'package.module:attribute'"),
+        ("nosuchmodule:w", "cannot import 'nosuchmodule'"),
+        ("myspecs:nope", "has no 'nope'; workloads in it: workload"),
+        ("myspecs:not_a_workload", "is a int, not a tf2bench.Workload"),
+    ]:
+        with pytest.raises(BadInputError, match=message):
+            load_spec(spec)
 
 
 @pytest.mark.slow

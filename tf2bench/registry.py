@@ -30,10 +30,6 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownNameError(self.kind, name, self._items) from None
 
-    def unregister(self, name: str) -> None:
-        self.get(name)
-        del self._items[name]
-
     @contextmanager
     def using(self, name: str, item: T) -> Iterator[T]:
         """``item`` under ``name`` for the duration of a block; whatever was there before comes back after."""

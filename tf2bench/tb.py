@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 from tf2bench.errors import EXIT_BAD_INPUT, EXIT_OK
@@ -27,7 +26,7 @@ def latest_run(traces: Path) -> Path | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command's options, shared by ``tf2bench tensorboard`` (cli.py) and ``python -m tf2bench.tb``."""
+    """The options of ``tf2bench tensorboard`` (cli.py adds them to its subcommand)."""
     parser.add_argument(
         "--logdir",
         type=Path,
@@ -37,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006; 0 picks a free one)")
 
 
-def serve(logdir: Path | None, port: int, *, stop: threading.Event | None = None) -> int:
-    """Serve ``logdir`` until interrupted (or ``stop`` is set); returns an exit code."""
+def serve(logdir: Path | None, port: int) -> int:
+    """Serve ``logdir`` until interrupted (Ctrl+C: a normal end); returns an exit code."""
     logdir = logdir if logdir is not None else latest_run(DEFAULT_TRACES)
     if logdir is None or not logdir.is_dir():
         where = logdir if logdir is not None else f"{DEFAULT_TRACES}/<run-id>"
@@ -59,21 +58,7 @@ def serve(logdir: Path | None, port: int, *, stop: threading.Event | None = None
         return EXIT_BAD_INPUT
     print(f"TensorBoard serving {logdir} at {url}#profile  (Ctrl+C to stop)", flush=True)
     try:
-        (stop or threading.Event()).wait()
+        threading.Event().wait()  # TensorBoard serves from its own threads
     except KeyboardInterrupt:  # the way to stop it: a normal end
         pass
     return EXIT_OK
-
-
-def tensorboard_main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and serve; what cli.py (or ``python -m tf2bench.tb``) dispatches to."""
-    parser = argparse.ArgumentParser(
-        prog="tf2bench tensorboard", description="Serve profiler traces with TensorBoard on 127.0.0.1."
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return serve(args.logdir, args.port)
-
-
-if __name__ == "__main__":
-    sys.exit(tensorboard_main())

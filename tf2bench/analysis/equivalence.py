@@ -132,10 +132,6 @@ class Paired:
     fit_only: int  # fit right, loop wrong
     p: float
 
-    @property
-    def diff_pp(self) -> float:
-        return 100.0 * (self.loop_only - self.fit_only) / self.samples if self.samples else math.nan
-
 
 def paired(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Paired | None:
     """McNemar over (loop, fit) correctness vectors, one pair per seed: discordant counts add up across seeds
