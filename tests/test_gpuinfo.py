@@ -172,7 +172,7 @@ def test_the_report_header_and_notes_show_the_gpu_facts(tmp_path, monkeypatch):
     assert settings.startswith("GPU 0: SM 1410 MHz when read, locked: application clocks 1410 MHz (max 1410 MHz)")
     assert "GPU 1: SM 1155 MHz when read, not locked" in settings
     assert "power limit 400 W" in settings
-    assert "NVIDIA driver 550.54.15, GPU 0: SM 1410 MHz" in render._machine_line(run.machine)  # report.md's runs
+    assert "NVIDIA driver 550.54.15, GPU 0: SM 1410 MHz" in render.machine_line(run.machine)  # report.md's runs
     notes = render.notes(report.build([run]), [run])
     assert gpuinfo.clock_note(info) in notes
     plain = runs.load(fixture("0001"))  # a CPU run: no GPU facts, no clock note

@@ -175,7 +175,7 @@ def test_each_dtype_is_measured_once_per_process(monkeypatch, no_peaks):
 
 
 class FakeTF:
-    """Just enough of tf.config for peak._precision: one GPU of a given compute capability, TF32 on or off."""
+    """Just enough of tf.config for peak.matmul_precision: one GPU of a given compute capability, TF32 on or off."""
 
     def __init__(self, capability: tuple[int, int], tf32: bool) -> None:
         self.config = self
@@ -203,8 +203,8 @@ class FakeTF:
 )
 def test_a_gpu_float32_peak_says_when_it_is_tf32(capability, tf32, dtype, expected):
     gpu = "/job:localhost/replica:0/task:0/device:GPU:0"
-    assert peak._precision(FakeTF(capability, tf32), dtype, gpu) == expected
-    assert peak._precision(FakeTF(capability, tf32), dtype, "/device:CPU:0") == (dtype, None)
+    assert peak.matmul_precision(FakeTF(capability, tf32), dtype, gpu) == expected
+    assert peak.matmul_precision(FakeTF(capability, tf32), dtype, "/device:CPU:0") == (dtype, None)
     if expected[0] == "tf32":
         assert "tf32 (float32 on tensor cores)" in peak.Peak(1.0, 8, 1, 1, dtype, gpu, 1.0, *expected).describe()
 

@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from tf2bench.analysis import compare, runs, spread
+from tf2bench.analysis.noise import MAD_TO_SD
 from tf2bench.analysis.runs import RunFileError, SavedRun
 from tf2bench.errors import BadInputError
 
-MIN_RUNS = 2  # runs on each side of a step: a single run is an outlier, not a step (`compare` gates one run)
-MAD_TO_SD = 1.4826  # MAD x this = standard deviation, for normal noise
+# Runs on each side of a step: a single run is an outlier, not a step (`compare` gates one run). Not
+# noise.MIN_RUNS (the earlier runs a run-to-run estimate needs): a segment's length, not a history's.
+MIN_SEGMENT = 2
 MERGED = "all machines (normalised)"
 
 
@@ -86,8 +88,8 @@ class Series:
 
     @property
     def verdict(self) -> str:
-        if len(self.points) < 2 * MIN_RUNS:
-            return f"too few runs (< {2 * MIN_RUNS})"
+        if len(self.points) < 2 * MIN_SEGMENT:
+            return f"too few runs (< {2 * MIN_SEGMENT})"
         if self.slowdown:
             return "SLOWDOWN"
         return "faster" if self.steps else "ok"
@@ -158,13 +160,13 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
       divided by N, an estimate of the same scatter from inside each run (tf2bench.analysis.spread); y is then the
       mean over the run's processes.
     ruptures' Pelt minimises the l2 cost plus a penalty of 2 sigma^2 ln(n) per change point: the BIC of a mean
-    shift in Gaussian noise (two parameters per change, its place and the new level), at least MIN_RUNS runs a side.
+    shift in Gaussian noise (two parameters per change, its place and the new level), at least MIN_SEGMENT runs a side.
     sigma sets the penalty only (which cuts are proposed); whether a cut counts is _test's, on the levels themselves.
     """
     import ruptures as rpt
 
     pts, n = series.points, len(series.points)
-    if n < 2 * MIN_RUNS:
+    if n < 2 * MIN_SEGMENT:
         return
     y = np.array([p.level for p in pts])
     within = MAD_TO_SD * np.median(np.concatenate([np.abs(p.logs - np.median(p.logs)) for p in pts]))
@@ -179,7 +181,7 @@ def detect(series: Series, threshold_pct: float = compare.DEFAULT_THRESHOLD_PCT,
         between = math.sqrt((df_b * between**2 + df_p * per_run) / (df_b + df_p))
     series.noise = max(within * math.sqrt(math.pi / 2 / rounds), between, 1e-4)
     penalty = 2 * series.noise**2 * math.log(n)
-    bounds = rpt.Pelt(model="l2", min_size=MIN_RUNS, jump=1).fit(y.reshape(-1, 1)).predict(pen=penalty)[:-1]
+    bounds = rpt.Pelt(model="l2", min_size=MIN_SEGMENT, jump=1).fit(y.reshape(-1, 1)).predict(pen=penalty)[:-1]
     while True:  # drop the weakest step that does not count, merge its segments, test the rest again
         edges = [0, *bounds, n]
         tested = [_test(pts, y, *edges[j : j + 3], threshold_pct, alpha) for j in range(len(bounds))]
@@ -212,7 +214,7 @@ def _test(pts: list[Point], y: np.ndarray, start: int, at: int, end: int, thresh
        never more). The process spread of runs saved with --processes N stays out: it sees a run's level
        scatter only in part (not what a run's processes share), so pooled in it would shrink s_k below it.
     2. The cut. Pelt placed k where the levels differ most; T at a chosen cut is not t-distributed (a scan
-       statistic). Whatever rule chose it among the K = L - 2 MIN_RUNS + 1 cuts with MIN_RUNS runs a side,
+       statistic). Whatever rule chose it among the K = L - 2 MIN_SEGMENT + 1 cuts with MIN_SEGMENT runs a side,
        P(|T_chosen| > c) <= P(max_k |T_k| > c) <= sum_k P(|T_k| > c) = K P(|t_{L-2}| > c), for any dependence
        between the T_k: p = min(1, K p_k). Its price against the exact maximum is small, as the maximum is
        made at the little-correlated cuts near the ends: with sigma known, at 1% the critical |Z| is 2.94 vs
@@ -225,10 +227,10 @@ def _test(pts: list[Point], y: np.ndarray, start: int, at: int, end: int, thresh
     before, after = y[start:at], y[at:end]  # the run levels detect() segmented
     diff = float(after.mean() - before.mean())
     ratio = math.exp(diff)  # throughput after / before
-    df = end - start - 2  # >= 2: MIN_RUNS >= 2 a side
+    df = end - start - 2  # >= 2: MIN_SEGMENT >= 2 a side
     pooled = float(((before - before.mean()) ** 2).sum() + ((after - after.mean()) ** 2).sum()) / df
     se = max(math.sqrt(pooled), 1e-4) * math.sqrt(1 / len(before) + 1 / len(after))  # floor: identical levels
-    cuts = end - start - 2 * MIN_RUNS + 1
+    cuts = end - start - 2 * MIN_SEGMENT + 1
     p = min(1.0, cuts * float(2 * t.sf(abs(diff) / se, df)))
     beyond = abs(1.0 / ratio - 1.0) > threshold_pct / 100.0  # time per sample, as compare's threshold
     if p >= alpha:

@@ -213,12 +213,12 @@ def _run_lines(runs: Sequence[SavedRun]) -> list[str]:
         f"{r.run_id}: {r.datetime or '?'}, preset {r.suite.get('preset', '?')}, commit {r.commit or '?'}"
         + (" (uncommitted changes)" if r.dirty else "")
         + (f", wall {r.suite['wall_s']:.0f} s" if "wall_s" in r.suite else "")
-        + _machine_line(r.machine)
+        + machine_line(r.machine)
         for r in runs
     ]
 
 
-def _machine_line(m: dict[str, Any]) -> str:
+def machine_line(m: dict[str, Any]) -> str:
     """What the figures depend on besides the code (envinfo.FIGURE_SETTINGS), as the report's header shows it."""
     if not m:
         return ""

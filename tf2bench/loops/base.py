@@ -34,7 +34,7 @@ from tf2bench.registry import Registry
 class RunConfig:
     """How long and how to train one benchmark; validated on creation."""
 
-    SCALINGS: ClassVar[tuple[str, ...]] = ("strong", "weak")  # valid ``scaling``; see tf2bench.distribute
+    SCALINGS: ClassVar[tuple[str, ...]] = ("strong", "weak")  # valid ``scaling``; see tf2bench.loops.distributed
     # valid ``mixed_precision``: the half precision of the mixed loops (auto: float16 on a GPU, bfloat16 on a CPU)
     MIXED_PRECISIONS: ClassVar[tuple[str, ...]] = ("auto", "float16", "bfloat16")
     batch_size: int = 32

@@ -1,4 +1,4 @@
-"""``fit`` and its loops: Keras's own training loop, timed with epoch hooks only."""
+"""``fit``, ``fit_xla`` and ``fit_spe``: Keras's own training loop, timed with epoch hooks only."""
 
 from __future__ import annotations
 

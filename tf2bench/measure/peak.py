@@ -184,7 +184,7 @@ def measure_matmul_peak(
     sizing = size_matmuls(chains.rep, min_rep_s, **pinned)
     seconds = time_reps(chains.rep, sizing, reps)
     flops = 2.0 * sizing.n**3 * sizing.per_rep
-    precision, tf32 = _precision(tf, dtype, chains.device)
+    precision, tf32 = matmul_precision(tf, dtype, chains.device)
     return Peak(
         gflops=flops / min(seconds) / 1e9,
         n=sizing.n,
@@ -259,7 +259,7 @@ class _Chains:
         return time.perf_counter() - t0
 
 
-def _precision(tf: Any, dtype: str, device: str) -> tuple[str, bool | None]:
+def matmul_precision(tf: Any, dtype: str, device: str) -> tuple[str, bool | None]:
     """(what a ``dtype`` matmul computes in on ``device``, TF32 switch or None off a GPU)."""
     if "GPU" not in device.upper():
         return dtype, None
