@@ -21,7 +21,7 @@ import pytest
 from conftest import fixture, run_series
 from scipy.stats import t
 
-from tf2bench.analysis import compare, noise
+from tf2bench.analysis import compare, noise, shift
 
 LOOPS = ("fit", "eager", "tutorial", "tf_function", "tf_data")
 
@@ -80,7 +80,7 @@ def test_averaged_baseline_runs_shrink_the_change_s_variance_to_one_plus_one_ove
 
 
 def _levels(matrix):
-    return [{("w", "api", v): float(x) for v, x in zip(LOOPS, row, strict=True)} for row in matrix]
+    return [shift.RunLevels({("w", "api", v): float(x) for v, x in zip(LOOPS, row, strict=True)}) for row in matrix]
 
 
 def test_the_median_loop_finds_a_change_all_loops_share_but_not_one_loop_s():
@@ -88,7 +88,7 @@ def test_the_median_loop_finds_a_change_all_loops_share_but_not_one_loop_s():
     rng = np.random.default_rng(7)
     history = _levels(rng.normal(0.0, sd, (12, len(LOOPS))))
     now = rng.normal(0.0, sd, len(LOOPS))
-    shared = noise.workload_shifts(history, history[-1:], _levels([now + math.log(1.3)])[0])["w"]
+    shared = shift.workload_shifts(history, history[-1:], _levels([now + math.log(1.3)])[0])["w"]
     # the median of 5 independent loops has ~0.56 of one loop's SD (1.2533 / sqrt 5); its change between two
     # runs sqrt 2 x 0.56 x 0.06 = 0.048 in log units, so a shared 30% change (log 1.3 = 0.26) is ~5.5 SD in
     # expectation; with this seed it must at least clear Bonferroni over two workloads at 0.01
@@ -97,11 +97,11 @@ def test_the_median_loop_finds_a_change_all_loops_share_but_not_one_loop_s():
     assert shared.runs == 12
     one = now.copy()
     one[LOOPS.index("tf_function")] += math.log(3.0)  # one loop 3x slower: the median does not move with it
-    alone = noise.workload_shifts(history, history[-1:], _levels([one])[0])["w"]
+    alone = shift.workload_shifts(history, history[-1:], _levels([one])[0])["w"]
     assert alone.p > 0.05, alone
     assert abs(alone.change) < math.log(1.3) / 2
-    few = [{k: v for k, v in lv.items() if k[2] in LOOPS[:2]} for lv in history]
-    assert noise.workload_shifts(few, few[-1:], few[-1]) == {}  # two loops: no median to speak of
+    few = [shift.RunLevels({k: v for k, v in lv.loops.items() if k[2] in LOOPS[:2]}) for lv in history]
+    assert shift.workload_shifts(few, few[-1:], few[-1]) == {}  # two loops: no median to speak of
 
 
 def test_a_model_change_too_small_for_a_loop_alone_is_flagged_on_the_loops_it_slowed(tmp_path):
@@ -130,9 +130,10 @@ def test_the_median_loop_s_p_value_is_calibrated_on_runs_of_the_same_code(n_base
     rng = np.random.default_rng(11)
     hits = 0
     for _ in range(2000):
-        lv = [{("w", "a", str(j)): float(x) for j, x in enumerate(row)} for row in rng.normal(0.0, 0.05, (13, 10))]
+        rows = rng.normal(0.0, 0.05, (13, 10))
+        lv = [shift.RunLevels({("w", "a", str(j)): float(x) for j, x in enumerate(row)}) for row in rows]
         history, cur = lv[:12], lv[12]
-        hits += noise.workload_shifts(history, history[-n_base:], cur)["w"].p < 0.01
+        hits += shift.workload_shifts(history, history[-n_base:], cur)["w"].p < 0.01
     assert 3 <= hits <= 45, hits
 
 

@@ -29,7 +29,7 @@ def _per_process(rng: np.random.Generator, n: int, sd: float, shift: float = 0.0
 def test_the_between_process_variance_is_unbiased():
     rng = np.random.default_rng(7)
     sd, n = 0.05, 3
-    est = [spread.between([_per_process(rng, n, sd), _per_process(rng, n, sd)]) for _ in range(SIMS)]
+    est = [spread.between([spread.levels(_per_process(rng, n, sd)) for _ in range(2)]) for _ in range(SIMS)]
     assert {df for _, df in est} == {2 * (n - 1)}
     mean_s2 = statistics.fmean(s2 for s2, _ in est)
     # s² on df degrees of freedom has variance 2 sd⁴ / df: the mean of SIMS of them lies within 4 of its SEs

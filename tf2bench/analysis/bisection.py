@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tf2bench.analysis import compare, noise
+from tf2bench.analysis import compare, evidence, noise
 from tf2bench.analysis.runs import SavedRun
 
 Key = tuple[str, str, str]  # workload, api ("*": pooled over several), loop
@@ -64,13 +63,7 @@ class Run:
 def loop_rounds(run: SavedRun) -> dict[Key, list[float]]:
     """A saved run's rounds per loop, as compare gates a loop: absolute, pooled over the model APIs."""
     costs, _ = compare.round_costs(run, normalize=False)
-    apis: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for w, a, v in costs:
-        apis[(w, v)].append(a)
-    return {
-        (w, ns[0] if len(ns) == 1 else compare.POOLED, v): [x for a in ns for x in costs[(w, a, v)]]
-        for (w, v), ns in apis.items()
-    }
+    return evidence.pool(costs, evidence.units(costs, costs, "loop"))
 
 
 def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float, int]:

@@ -16,7 +16,7 @@ the same machine, as Conbench's lookback z-score does:
   it is tested one-sided with Student's t, Benjamini-Hochberg over the loops of the comparison (a loop
   slowed alone needs p < alpha / loops: the family-wise false-alarm rate stays below alpha);
 - a workload's loops slowed together (a model change, its data, the machine) are tested on the
-  workload's median loop (``workload_shifts``), whose run-to-run scatter is smaller than any one
+  workload's median loop (tf2bench.analysis.shift), whose run-to-run scatter is smaller than any one
   loop's: Bonferroni over the workloads at alpha.
 
 Cold start (fewer than ``MIN_RUNS`` runs up to the baseline, or a loop new to the history): there is no
@@ -117,62 +117,6 @@ def run_p_value(change_log: float, noise: RunNoise, n_base: int = 1) -> float:
     from scipy.stats import t
 
     return float(t.sf(change_log / (noise.sd * math.sqrt(1.0 + 1.0 / n_base)), noise.df))
-
-
-@dataclass(frozen=True)
-class Shift:
-    """A workload's loops moving together (a model, data or machine change): its median loop's change."""
-
-    workload: str
-    change: float  # log of the median loop's time per sample, current vs the baseline's runs: + is slower
-    sd: float  # run-to-run SD of the statistic (log), for this comparison's number of baseline runs
-    df: float
-    loops: int
-    runs: int
-    p: float  # one-sided: current slower
-
-    @property
-    def pct(self) -> float:
-        return 100.0 * math.expm1(self.change)
-
-
-MIN_SHIFT_LOOPS = 3  # a median of fewer loops is one loop's noise
-
-
-def workload_shifts(
-    history: Sequence[Mapping[Key, float]], base: Sequence[Mapping[Key, float]], cur: Mapping[Key, float]
-) -> dict[str, Shift]:
-    """Per workload, the median over its loops of each loop's level (centred on its history mean): that run's
-    workload factor. Its run-to-run SD comes from successive differences over the history, as for a loop; the
-    change is the current run's factor minus the mean factor of the baseline's runs (``base``: the baseline and
-    earlier runs of its commit). The median of ten loops scatters less than any one loop, and a model change
-    moves most of them: this is what finds a 15% model change that no single loop's noise lets through."""
-    from scipy.stats import t
-
-    out = {}
-    for workload in sorted({k[0] for k in cur}):
-        keys = [k for k in cur if k[0] == workload and all(k in lv for lv in (*history, *base))]
-        if len(keys) < MIN_SHIFT_LOOPS or len(history) < MIN_RUNS or not base:
-            continue
-        centre = {k: statistics.fmean(lv[k] for lv in history) for k in keys}
-
-        def factor(lv: Mapping[Key, float], keys: list[Key] = keys, centre: dict = centre) -> float:
-            return statistics.median(lv[k] - centre[k] for k in keys)
-
-        series = [factor(lv) for lv in history]
-        var, df = mssd(series)
-        sd = math.sqrt(var * (1.0 + 1.0 / len(base)))
-        change = factor(cur) - statistics.fmean(factor(lv) for lv in base)
-        p = float(t.sf(change / sd, df)) if sd > 0 else (0.0 if change > 0 else 1.0)
-        out[workload] = Shift(workload, change, sd, df, len(keys), len(history), p)
-    return out
-
-
-def detectable_shift(shift: Shift, alpha: float) -> float:
-    """The slowdown of a workload's median loop found with probability POWER at alpha."""
-    from scipy.stats import t
-
-    return math.expm1((t.ppf(1 - alpha, shift.df) + t.ppf(POWER, shift.df)) * shift.sd)
 
 
 def bh_cutoff(p_values: Sequence[float], alpha: float, m: int) -> float:
@@ -304,32 +248,4 @@ def notes(
                 "quieter runner"
             )
         out.append(f"{len(slow)} loop(s) could not detect a {target:g}% slowdown (column detects): " + "; ".join(tips))
-    return out
-
-
-def shift_notes(shifts: Mapping[str, Shift], alpha: float, n_base: int, threshold_pct: float) -> list[str]:
-    """What the baseline rested on and, per workload, whether its loops slowed together (and what that test sees)."""
-    out = []
-    if n_base > 1:
-        out.append(
-            f"baseline: the mean of {n_base} runs of its commit (the baseline and {n_base - 1} earlier run(s) of the "
-            f"same code in the history): the run-to-run tests see {math.sqrt(2.0 / (1.0 + 1.0 / n_base)):.2f}x "
-            "smaller changes than against the baseline run alone"
-        )
-    for sh in shifts.values():
-        what = (
-            f"the median of its {sh.loops} loops {sh.pct:+.1f}% vs the baseline's run(s), p {sh.p:.2g} against that "
-            f"median's run-to-run scatter ({100 * math.expm1(sh.sd):.1f}%, {sh.runs} earlier runs)"
-        )
-        if sh.p <= alpha:
-            out.append(
-                f"{sh.workload}: its loops slowed together: {what} < {alpha:.2g} (Bonferroni over the workloads). A "
-                f"change they share: the model, its data, or the machine. Each of its loops slower by more than "
-                f"{threshold_pct:g}% with its rounds' test is flagged on it, even where the loop's own noise hides it"
-            )
-        else:
-            out.append(
-                f"{sh.workload}: {what}; a change slowing its loops together is detected from "
-                f">= {100 * detectable_shift(sh, alpha):.0f}% (median loop, p < {alpha:.2g})"
-            )
     return out

@@ -90,9 +90,14 @@ def pool(per_benchmark: Mapping[Key, PerProcess], keys: Sequence[Key]) -> PerPro
     return dict(out)
 
 
+def process_levels(per_process: PerProcess) -> dict[int, float]:
+    """Each process's level, by process: the log of its median cost."""
+    return {p: math.log(statistics.median(c)) for p, c in per_process.items() if c}
+
+
 def levels(per_process: PerProcess) -> list[float]:
     """Each process's level: the log of its median cost."""
-    return [math.log(statistics.median(c)) for c in per_process.values() if c]
+    return list(process_levels(per_process).values())
 
 
 def level(per_process: PerProcess) -> float:
@@ -100,11 +105,11 @@ def level(per_process: PerProcess) -> float:
     return statistics.fmean(levels(per_process))
 
 
-def between(runs: Sequence[PerProcess]) -> tuple[float, int]:
-    """The between-process variance of one loop's process levels, pooled over ``runs``, and its degrees of freedom."""
+def between(runs: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """The between-process variance of a statistic's process levels (one list per run), pooled over ``runs``,
+    and its degrees of freedom."""
     ss, df = 0.0, 0
-    for per in runs:
-        lv = levels(per)
+    for lv in runs:
         if len(lv) > 1:
             mid = statistics.fmean(lv)
             ss += sum((x - mid) ** 2 for x in lv)
@@ -121,8 +126,17 @@ def change_variance(s2: float, n_current: int, n_baseline: Sequence[int]) -> flo
 def run_noise(
     current: PerProcess, baselines: Sequence[PerProcess], history: RunNoise | None
 ) -> tuple[RunNoise | None, float, int]:
-    """The run-to-run noise a loop is tested against, as compare's RunNoise (its sd is scaled so that
-    sd² (1 + 1/n) is the change's variance, n the baseline runs), and the process variance and df it rests on.
+    """A loop's run-to-run noise (pooled_noise) from its rounds per process in the current and the baseline runs."""
+    return pooled_noise(levels(current), [levels(b) for b in baselines], history)
+
+
+def pooled_noise(
+    current: Sequence[float], baselines: Sequence[Sequence[float]], history: RunNoise | None
+) -> tuple[RunNoise | None, float, int]:
+    """The run-to-run noise a change is tested against, from each process's level in the current run and in each
+    baseline run (one level for a run of one process), as compare's RunNoise (its sd is scaled so that sd² (1 + 1/n)
+    is the change's variance, n the baseline runs), and the between-process variance and its df. Used for a loop
+    (run_noise) and for a workload's median loop (tf2bench.analysis.shift).
 
     With fewer than MIN_DF between-process degrees of freedom, the history's estimate as it is. A stated prior
     (cold start) gives way to a measured process spread."""
@@ -131,12 +145,12 @@ def run_noise(
         return history, s2, df
     n_base = len(baselines)
     v = change_variance(s2, len(current), [len(b) for b in baselines])
-    runs = 0
+    total, runs = float(df), 0
     if history is not None and not history.prior:
         v_hist = history.sd**2 * (1.0 + 1.0 / n_base)
         v = (df * v + history.df * v_hist) / (df + history.df)
-        df, runs = df + history.df, history.runs
-    return RunNoise(math.sqrt(v / (1.0 + 1.0 / n_base)), float(df), runs), s2, int(df)
+        total, runs = df + history.df, history.runs
+    return RunNoise(math.sqrt(v / (1.0 + 1.0 / n_base)), total, runs), s2, df
 
 
 class Runs:
@@ -147,13 +161,21 @@ class Runs:
         self.cache: dict[object, dict[Key, PerProcess]] = {}
         self.used: dict[Key, tuple[float, int]] = {}  # per loop: the process variance and df its noise rests on
 
-    def per_process(self, run: SavedRun, key: Key) -> PerProcess | None:
-        """The unit's rounds per process, for a run saved with processes (None for a run of one process)."""
+    def units(self, run: SavedRun) -> dict[Key, PerProcess]:
+        """Each unit's rounds per process, for a run saved with processes (empty for a run of one process)."""
         path = run.path.resolve()
         if path not in self.cache:
             per = process_costs(run, self.normalize) if tagged(run) else {}
             self.cache[path] = {u: got for u, keys in self.groups.items() if per and (got := pool(per, keys))}
-        return self.cache[path].get(key)
+        return self.cache[path]
+
+    def per_process(self, run: SavedRun, key: Key) -> PerProcess | None:
+        """The unit's rounds per process, for a run saved with processes (None for a run of one process)."""
+        return self.units(run).get(key)
+
+    def process_levels(self, run: SavedRun) -> dict[Key, dict[int, float]]:
+        """Each unit's level per process (the workload test's input; empty for a run of one process)."""
+        return {k: process_levels(per) for k, per in self.units(run).items()}
 
     def level(self, run: SavedRun, key: Key, rounds: Sequence[float]) -> float:
         """The run's level for a unit: the mean over its processes, or the log median of its rounds."""
