@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf2bench.loops import WindowResult, compile_step, register_variant
+from tf2bench.loops import WindowResult, compile_step, register_loop
 from tf2bench.loops.compiled import TfFunction
 
 
-@register_variant
+@register_loop
 class FaultOOM(TfFunction):
     name = "fault_oom"
     description = "tf_function, then a simulated device out-of-memory in the first timed window"
@@ -25,7 +25,7 @@ class FaultOOM(TfFunction):
         return super().run(start, steps)
 
 
-@register_variant
+@register_loop
 class FaultNaN(TfFunction):
     name = "fault_nan"
     description = "tf_function whose loss turns NaN from step 3 on: the loss diverges"
