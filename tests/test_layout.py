@@ -101,6 +101,38 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
+def private_uses(path: Path, known: set[str]) -> list[str]:
+    """``from tf2bench.x import _name`` and ``module._name`` where ``module`` is a tf2bench module imported here."""
+    tree = ast.parse(path.read_text())
+    modules_here: set[str] = set()
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tf2bench"):
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in known:
+                    modules_here.add(alias.asname or alias.name)
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                    out.append(f"line {node.lineno}: from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            modules_here |= {a.asname for a in node.names if a.name.startswith("tf2bench") and a.asname}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules_here
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            out.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return out
+
+
+def test_no_private_name_crosses_modules():
+    found = modules()
+    bad = [f"{m}: {use}" for m, p in found.items() for use in private_uses(p, set(found))]
+    assert not bad, "make these public or keep them in their module:\n" + "\n".join(bad)
+
+
 def test_modules_stay_small():
     big = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"split these modules (> {MAX_LINES} lines): {big}"
@@ -118,3 +150,13 @@ def test_reading_results_never_imports_tensorflow(modules_to_import):
     code = f"import sys, {modules_to_import}; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_architecture_page_names_every_module():
+    """docs/architecture.md draws the tree: a module it does not name is a module a newcomer cannot place."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    names = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"} | {
+        f"{p.parent.name}/" for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE
+    }
+    missing = sorted(n for n in names if n not in page)
+    assert not missing, f"docs/architecture.md does not name: {missing}"
