@@ -88,6 +88,34 @@ def test_a_project_that_does_not_use_tf2bench_is_untouched(tmp_path):
     assert "data" not in bench["stats"]  # round data only with --benchmark-save-data, as always
 
 
+def test_the_short_option_names_stay_free_for_other_projects(tmp_path):
+    """A project whose conftest owns --seed and --profile (common names): installed, tf2bench takes neither; typed,
+    they are the project's (pytest warns that tf2bench's are --tf2bench-seed ...), and tf2bench stays inactive."""
+    root = project(tmp_path / "other", {
+        "conftest.py": STATE_CONFTEST + textwrap.dedent("""
+            def pytest_addoption(parser):
+                parser.addoption("--seed", default="none")
+                parser.addoption("--profile", action="store_true")
+        """),
+        "test_seed.py": "def test_seed(request):\n    assert request.config.getoption('seed') == '7'\n",
+    })  # fmt: skip
+    plain = run_pytest("-q", cwd=root, timeout=120)
+    assert plain.returncode == 1, plain.stdout[-2000:]  # the project's own default ("none"), not a clash
+    typed = run_pytest("-q", "--seed", "7", "--profile", cwd=root, timeout=120)
+    assert typed.returncode == 0, typed.stdout[-3000:] + typed.stderr[-3000:]
+    assert "--seed, --profile belong to another plugin here" in typed.stdout
+    assert not json.loads((root / "state.json").read_text())["active"]
+
+
+def test_each_option_also_has_its_prefixed_name(tmp_path):
+    """--tf2bench-loop is --loop: the same check, the same one-line error and exit code."""
+    root = project(tmp_path / "repo", {"test_bench.py": "def test_train(tf2bench_case):\n    tf2bench_case()\n"})
+    for flag in ("--loop", "--tf2bench-loop"):
+        bad = run_pytest("-q", flag, "nope", cwd=root, timeout=120)
+        assert bad.returncode == 4, bad.stdout[-2000:] + bad.stderr[-2000:]  # pytest's usage error
+        assert "unknown loop 'nope'; valid: eager, fit," in bad.stderr
+
+
 @pytest.mark.slow
 def test_a_repository_with_one_test_file_runs_its_own_workload(tmp_path):
     """No conftest.py, no tf2bench option: the fixture alone activates tf2bench (at collection)."""

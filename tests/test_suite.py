@@ -164,6 +164,6 @@ def test_scaling_is_strong_unless_asked_and_reaches_the_run_config(monkeypatch):
     [(23, 60, 115.0, "[23/60, ~3 min left]"), (1, 10, 5.0, "[1/10, ~45 s left]"), (60, 60, 300.0, "[60/60]")],
 )
 def test_progress_says_where_the_run_is_and_the_time_left(position, total, elapsed, expected):
-    from tf2bench.pytest_plugin import progress
+    from tf2bench.plugin.summary import progress
 
     assert progress(position, total, elapsed) == expected

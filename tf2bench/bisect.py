@@ -154,6 +154,8 @@ class Measurer:
         with tempfile.TemporaryDirectory(prefix="tf2bench-bisect-") as tmp:
             tree = Path(tmp) / commit.short
             git(self.repo, "worktree", "add", "--detach", "--quiet", str(tree), commit.sha)
+            if (tree / "tf2bench").is_dir() and not (tree / "tf2bench" / "plugin").is_dir():
+                cmd += ["-p", "no:tf2bench"]  # tf2bench before its pytest11 plugin: its bench/conftest.py has the hooks
             try:
                 with log.open("w", encoding="utf-8") as f:
                     f.write(f"$ cd <worktree of {commit.sha}> && {shlex.join(cmd)}\n")

@@ -31,6 +31,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add(parser)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> Any:
+    """After the initial conftests added their options: the short spellings of the tf2bench options this run types
+    (``--loop``, ``--seed``...). Only then, so that installing tf2bench takes no option name from another project."""
+    result = yield
+    from tf2bench.plugin import options
+
+    taken = options.add_typed(parser, args)
+    if taken:
+        early_config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                f"tf2bench: {', '.join(taken)} belong to another plugin here: use --tf2bench-NAME for tf2bench's"
+            ),
+            stacklevel=2,
+        )
+    return result
+
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from tf2bench.plugin import hookspec
 

@@ -28,15 +28,31 @@ DEFAULT_DIR_NEW = pytest.StashKey[bool]()
 ENVIRONMENT = (*(e for e, _ in OPTIONS.values()), *(e for _, e in DEPRECATED.values()), PROCESS_ENV)
 
 
+GROUP = ("tf2bench", "tf2bench suite (each option also as --NAME when typed so, and by its environment variable)")
+
+
+def short(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
 def add(parser: pytest.Parser) -> None:
-    group = parser.getgroup("tf2bench", "tf2bench suite (each also settable by its environment variable)")
+    """Every option under its own prefix, ``--tf2bench-NAME``: no other plugin or conftest can be refused an option
+    name because tf2bench is installed. The short spellings (``--loop``, ``--seed``, ``--profile``) are added by
+    :func:`add_typed` in the runs that type them."""
+    group = parser.getgroup(*GROUP)
     for name, (env, help_text) in OPTIONS.items():
+        if name == "workload":  # --tf2bench-workload is the spec option below, which takes names too
+            continue
         flag = {"action": "store_true"} if name in FLAGS else {}
         group.addoption(
-            f"--{name.replace('_', '-')}", dest=f"tf2bench_{name}", default=None, help=f"{help_text} [{env}]", **flag
+            f"--tf2bench-{name.replace('_', '-')}",
+            dest=f"tf2bench_{name}",
+            default=None,
+            help=f"{help_text} [{env}]",
+            **flag,
         )
-    for old, (new, env) in DEPRECATED.items():  # still accepted, with a DeprecationWarning
-        group.addoption(f"--{old}", dest=f"tf2bench_{old}", default=None, help=f"deprecated: use --{new} [{env}]")
+    for old, (new, _env) in DEPRECATED.items():  # still accepted, with a DeprecationWarning
+        group.addoption(f"--tf2bench-{old}", dest=f"tf2bench_{old}", default=None, help=f"deprecated: use --{new}")
     group.addoption(
         "--tf2bench-workload",
         dest=WORKLOAD_SPECS,
@@ -48,9 +64,40 @@ def add(parser: pytest.Parser) -> None:
     )
 
 
+def typed(args: list[str]) -> list[str]:
+    """The tf2bench options ``args`` spell without the prefix (``--loop fit``, ``--seed=3``, ``--profile``)."""
+    words = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    return [n for n in (*OPTIONS, *DEPRECATED) if short(n) in words]
+
+
+def add_typed(parser: pytest.Parser, args: list[str]) -> list[str]:
+    """Add the short spelling of each tf2bench option ``args`` use, after the conftests added theirs; a name another
+    plugin or conftest already owns stays theirs (returned, so the run can say so)."""
+    group, taken = parser.getgroup(*GROUP), []
+    owned = names_in_use(parser)
+    for name in typed(args):
+        if short(name) in owned:
+            taken.append(short(name))
+            continue
+        flag = {"action": "store_true"} if name in FLAGS else {}
+        help_text = f"the short spelling of --tf2bench-{name.replace('_', '-')}"
+        group.addoption(short(name), dest=f"tf2bench_{name}", default=None, help=help_text, **flag)
+    return taken
+
+
+def names_in_use(parser: pytest.Parser) -> set[str]:
+    """Every option string registered so far. pytest checks a new name only against its own group (argparse then
+    fails the whole run on a clash across groups), and has no public list: its ``_groups`` and ``_anonymous`` are
+    read here, and nothing is known (so nothing is added) if they change."""
+    groups = [*getattr(parser, "_groups", []), getattr(parser, "_anonymous", None)]
+    if any(g is None or not hasattr(g, "options") for g in groups):
+        return {short(n) for n in (*OPTIONS, *DEPRECATED)}
+    return {name for g in groups for opt in g.options for name in opt.names()}
+
+
 def raw(config: pytest.Config) -> dict[str, Any]:
     """The values given on the command line (None: not given); --tf2bench-workload joins --workload."""
-    values = {n: config.getoption(f"tf2bench_{n}") for n in (*OPTIONS, *DEPRECATED)}
+    values = {n: config.getoption(f"tf2bench_{n}", None) for n in (*OPTIONS, *DEPRECATED)}
     specs = config.getoption(WORKLOAD_SPECS) or []
     if specs:
         values["workload"] = ",".join(filter(None, [values["workload"], *specs]))
