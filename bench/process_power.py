@@ -118,7 +118,7 @@ def analyse(out: Path) -> str:
     for name in [n for n in by_n if n != "n1"] + [f"{p}3" for p in PLANTS]:
         for run in folders.get(name, []):
             costs = spread.process_costs(run, normalize=False)
-            sds = {v: math.sqrt(spread.between([per])[0]) for (_, _, v), per in costs.items()}
+            sds = {v: math.sqrt(spread.between([spread.levels(per)])[0]) for (_, _, v), per in costs.items()}
             text.append(
                 f"| {name} {run.number} | " + " | ".join(f"{100 * sds[v]:.1f}%" for v in LOOPS.split(",")) + " |"
             )
@@ -130,7 +130,7 @@ def analyse(out: Path) -> str:
     text += ["", "## Planted at N = 3 vs the last N = 3 run", "", "| plant | history | flagged | which |"]
     text.append("|---|---|---|---|")
     aa = folders.get("n3", [])
-    for name in (f"{p}3" for p in PLANTS):
+    for name in (f"{p}3" for p in PLANTS) if aa else ():  # no N = 3 A/A run to compare a plant with: no rows
         for cur in folders.get(name, []):
             base = aa[-1]
             for label, hist in (("warm", compare.lookback(base, cur, aa)), ("cold", [base])):

@@ -22,7 +22,7 @@ STORAGE = ROOT / "tests" / "fixtures" / "benchmarks"  # real runs saved by the s
 
 
 def fixture(number: str) -> Path:
-    """The committed fixture run with this number, as this version saves it: the fixtures are runs of tf2bench 0.2
+    """The committed fixture run with this number, as this version saves it: the fixtures are runs of tf2bench 0.1
     (schema 2: ``variant`` keys), kept as they were so that tests reading STORAGE prove old runs still load; tests
     that edit a run's JSON get a copy with its records upgraded (tf2bench.saved.record.upgrade)."""
     (path,) = _upgraded_fixtures().glob(f"*/{number}_*.json")
@@ -30,7 +30,7 @@ def fixture(number: str) -> Path:
 
 
 def committed(number: str) -> Path:
-    """The committed fixture run with this number, as tf2bench 0.2 saved it (what STORAGE holds)."""
+    """The committed fixture run with this number, as tf2bench 0.1 saved it (what STORAGE holds)."""
     (path,) = STORAGE.glob(f"*/{number}_*.json")
     return path
 

@@ -188,16 +188,12 @@ def launch_scaling(workers: int, spec: WorkerSpec, out: Path, **options: Any) ->
     return launch(workers, spec, out, single_replica_samples_per_sec=single["samples_per_sec"], **options)
 
 
-LEGACY_SCALING_FLAG = "efficiency"  # what a bare --scaling (tf2bench 0.1) means
-
-
 def _spec_args(parser: argparse.ArgumentParser) -> None:
     defaults = WorkerSpec()
     for key, value in asdict(defaults).items():
         kind = str if isinstance(value, str) else int
-        if key == "scaling":  # a bare --scaling is 0.1's "also time 1 worker" (now --efficiency): still accepted
-            scalings = " or ".join(RunConfig.SCALINGS)
-            parser.add_argument("--scaling", default=value, nargs="?", const=LEGACY_SCALING_FLAG, help=scalings)
+        if key == "scaling":  # 0.1 also took a bare --scaling ("also time 1 worker"): that is --efficiency
+            parser.add_argument("--scaling", default=value, choices=RunConfig.SCALINGS)
             continue
         parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value)
     parser.add_argument("--out", type=Path, required=True, help="where workers write worker-N.json, weights, logs")
@@ -230,8 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         help="one worker's samples/s on the same spec: the chief records the scaling efficiency (launch --efficiency)",
     )
     args = parser.parse_args(argv)
-    if args.scaling == LEGACY_SCALING_FLAG:
-        args.scaling, args.efficiency = WorkerSpec().scaling, True
     spec = WorkerSpec(**{k: getattr(args, k) for k in asdict(WorkerSpec())})
     try:
         if args.command == "launch":
