@@ -239,3 +239,34 @@ def test_an_old_style_repository_still_collects(tmp_path):
     assert "test_tf2bench.py::test_train[r0-s0-mnist-functional-fit]" in out
     assert "test_tf2bench.py::test_train[r0-s0-mnist-functional-tf_data]" in out
     assert out.count("DeprecationWarning: tf2bench.pytest_plugin is deprecated") == 2  # the conftest and the module
+
+
+def test_bisect_keeps_the_plugin_out_of_a_checkout_from_before_it(tmp_path):
+    """tf2bench bisect measures old commits in worktrees: one whose tf2bench has no plugin/ (0.1: its bench/conftest.py
+    imports the hooks) runs with -p no:tf2bench; a checkout with the plugin, or a user's own package, runs as is."""
+    from tf2bench.plugin.options import keep_out_of
+
+    old, new, user = tmp_path / "old", tmp_path / "new", tmp_path / "user"
+    (old / "tf2bench").mkdir(parents=True)
+    (new / "tf2bench" / "plugin").mkdir(parents=True)
+    (user / "mypkg").mkdir(parents=True)
+    assert keep_out_of(old) == ["-p", "no:tf2bench"]
+    assert keep_out_of(new) == []
+    assert keep_out_of(user) == []
+
+
+def test_a_checkout_from_before_the_plugin_runs_with_it_kept_out(tmp_path):
+    """What the rule is for: with this plugin installed, a tree whose tf2bench has no plugin/ cannot start pytest
+    (the entry point finds no tf2bench.plugin there) unless it is kept out."""
+    (tmp_path / "tf2bench").mkdir()
+    (tmp_path / "tf2bench" / "__init__.py").write_text("")
+    (tmp_path / "tf2bench" / "suite.py").write_text("")  # 0.1's tf2bench.suite was a module, not a package
+    (tmp_path / "test_old.py").write_text("def test_ok():\n    pass\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    broken = run_pytest("-q", cwd=tmp_path, timeout=120, env=env)
+    assert broken.returncode != 0
+    from tf2bench.plugin.options import keep_out_of
+
+    kept = run_pytest("-q", *keep_out_of(tmp_path), cwd=tmp_path, timeout=120, env=env)
+    assert kept.returncode == 0, kept.stdout[-2000:] + kept.stderr[-2000:]

@@ -143,6 +143,7 @@ class Measurer:
 
     def __call__(self, i: int) -> Any:
         from tf2bench.analysis import bisection, runs
+        from tf2bench.plugin.options import keep_out_of
 
         folder, commit = self.folder(i), self.line[i]
         store = folder / "runs"
@@ -154,8 +155,7 @@ class Measurer:
         with tempfile.TemporaryDirectory(prefix="tf2bench-bisect-") as tmp:
             tree = Path(tmp) / commit.short
             git(self.repo, "worktree", "add", "--detach", "--quiet", str(tree), commit.sha)
-            if (tree / "tf2bench").is_dir() and not (tree / "tf2bench" / "plugin").is_dir():
-                cmd += ["-p", "no:tf2bench"]  # tf2bench before its pytest11 plugin: its bench/conftest.py has the hooks
+            cmd += keep_out_of(tree)  # a tf2bench from before its pytest11 plugin brings its own hooks
             try:
                 with log.open("w", encoding="utf-8") as f:
                     f.write(f"$ cd <worktree of {commit.sha}> && {shlex.join(cmd)}\n")

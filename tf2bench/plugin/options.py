@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,3 +126,11 @@ def workload_given(config: pytest.Config, environ: Mapping[str, str] | None = No
     """Whether the workloads were chosen (--workload, --tf2bench-workload or TF2BENCH_WORKLOAD)."""
     env = os.environ if environ is None else environ
     return raw(config)["workload"] is not None or bool(env.get(OPTIONS["workload"][0]))
+
+
+def keep_out_of(checkout: Path) -> list[str]:
+    """pytest arguments for a run in ``checkout`` (tf2bench bisect's worktrees): none, unless it holds a tf2bench
+    from before this plugin (its ``bench/conftest.py`` imports the hooks itself), which with this plugin installed
+    would find no ``tf2bench.plugin`` to load."""
+    old = (checkout / "tf2bench").is_dir() and not (checkout / "tf2bench" / "plugin").is_dir()
+    return ["-p", "no:tf2bench"] if old else []
