@@ -45,9 +45,7 @@ def activate(config: pytest.Config, *, at_configure: bool) -> Session:
     except Tf2benchError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[KEY] = session
-    if at_configure:  # before pytest-benchmark opens its storage (its pytest_configure runs last)
-        if not flags.storage_given(config):
-            config.option.benchmark_storage = f"file://{Path(config.rootpath) / BENCHMARKS}"
+    if at_configure:
         session.parent = processes.configure(config, session)
     config.pluginmanager.register(session, NAME)
     if not at_configure:  # collection: the session has started already
